@@ -1,0 +1,89 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace MoeCluster.Grains.Numerics;
+
+/// <summary>
+/// One expert's feed-forward network. Parameters follow torch's Linear layout ([out, in]) and
+/// live in the compute dtype on the expert's device; inputs are cast to that dtype.
+/// </summary>
+public abstract class ExpertFfn : Module<Tensor, Tensor>
+{
+    protected ExpertFfn(string name, ScalarType dtype) : base(name) => DType = dtype;
+
+    public ScalarType DType { get; }
+
+    /// <summary>
+    /// Builds the expert that <paramref name="config"/> describes, its weights drawn from
+    /// <paramref name="seed"/> alone: the same seed gives the same weights on any device and,
+    /// up to rounding, in any compute dtype.
+    /// </summary>
+    public static ExpertFfn Create(MoeLayerConfig config, long seed, Device? device = null) => config.Activation switch
+    {
+        ExpertActivation.Gelu => new GeluExpertFfn(config.DModel, config.DFF, config.ComputeDType, seed, device),
+        ExpertActivation.SwiGlu => new SwiGluExpertFfn(config.DModel, config.DFF, config.ComputeDType, seed, device),
+        _ => throw new ArgumentException($"activation {config.Activation} is not supported; expected Gelu or SwiGlu"),
+    };
+
+    /// <summary>
+    /// U(−1/√fan_in, 1/√fan_in), as torch's Linear, drawn in Float32 on the CPU so the values do
+    /// not depend on the target device or dtype.
+    /// </summary>
+    protected static Parameter Uniform(Generator generator, long[] shape, long fanIn, ScalarType dtype, Device? device)
+    {
+        using var scope = NewDisposeScope();
+        var bound = 1.0 / Math.Sqrt(fanIn);
+        var values = rand(shape, ScalarType.Float32, generator: generator).mul_(2 * bound).sub_(bound);
+        var data = values.to(dtype, device ?? CPU).contiguous();
+        return new Parameter(data.DetachFromDisposeScope());
+    }
+}
+
+/// <summary><c>W2 · gelu(W1 u + b1) + b2</c> with exact (erf) GELU.</summary>
+public sealed class GeluExpertFfn : ExpertFfn
+{
+    private readonly Parameter w1, b1, w2, b2;
+
+    public GeluExpertFfn(int dModel, int dFF, ScalarType dtype, long seed, Device? device = null)
+        : base(nameof(GeluExpertFfn), dtype)
+    {
+        using var generator = new Generator((ulong)seed);
+        w1 = Uniform(generator, [dFF, dModel], dModel, dtype, device);
+        b1 = Uniform(generator, [dFF], dModel, dtype, device);
+        w2 = Uniform(generator, [dModel, dFF], dFF, dtype, device);
+        b2 = Uniform(generator, [dModel], dFF, dtype, device);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor u)
+    {
+        using var scope = NewDisposeScope();
+        var h = functional.gelu(functional.linear(u, w1, b1));
+        return functional.linear(h, w2, b2).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary><c>W2 · (silu(W1 u) ⊙ (W3 u))</c>, no biases.</summary>
+public sealed class SwiGluExpertFfn : ExpertFfn
+{
+    private readonly Parameter w1, w2, w3;
+
+    public SwiGluExpertFfn(int dModel, int dFF, ScalarType dtype, long seed, Device? device = null)
+        : base(nameof(SwiGluExpertFfn), dtype)
+    {
+        using var generator = new Generator((ulong)seed);
+        w1 = Uniform(generator, [dFF, dModel], dModel, dtype, device);
+        w2 = Uniform(generator, [dModel, dFF], dFF, dtype, device);
+        w3 = Uniform(generator, [dFF, dModel], dModel, dtype, device);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor u)
+    {
+        using var scope = NewDisposeScope();
+        var h = functional.silu(functional.linear(u, w1)).mul(functional.linear(u, w3));
+        return functional.linear(h, w2).MoveToOuterDisposeScope();
+    }
+}

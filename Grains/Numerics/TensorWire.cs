@@ -1,0 +1,64 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MoeCluster.Grains.Numerics;
+
+/// <summary>
+/// Tensors to and from <see cref="TensorPayload"/> with one memory copy each way: the bytes of a
+/// contiguous CPU tensor are copied out in one block, and copied into a fresh tensor in one block.
+/// A dtype change (Float32 to a BFloat16 wire) or a device move happens before that copy.
+/// </summary>
+public static class TensorWire
+{
+    public static ScalarType ToScalarType(WireDType dtype) => dtype switch
+    {
+        WireDType.F32 => ScalarType.Float32,
+        WireDType.BF16 => ScalarType.BFloat16,
+        WireDType.F16 => ScalarType.Float16,
+        _ => throw new ArgumentException($"unknown wire dtype {(int)dtype}; expected F32, BF16 or F16", nameof(dtype)),
+    };
+
+    public static WireDType ToWireDType(ScalarType type) => type switch
+    {
+        ScalarType.Float32 => WireDType.F32,
+        ScalarType.BFloat16 => WireDType.BF16,
+        ScalarType.Float16 => WireDType.F16,
+        _ => throw new ArgumentException($"dtype {type} cannot cross the wire; expected Float32, BFloat16 or Float16", nameof(type)),
+    };
+
+    /// <summary>Encodes <paramref name="t"/> in its own dtype.</summary>
+    public static TensorPayload ToPayload(Tensor t) => ToPayload(t, ToWireDType(t.dtype));
+
+    /// <summary>Encodes <paramref name="t"/> as <paramref name="wire"/>, converting the element type if needed.</summary>
+    public static TensorPayload ToPayload(Tensor t, WireDType wire)
+    {
+        ArgumentNullException.ThrowIfNull(t);
+        if (!LayerInputChecks.IsSupportedFloat(t.dtype))
+            throw new ArgumentException($"dtype {t.dtype} cannot cross the wire; expected Float32, BFloat16 or Float16", nameof(t));
+        var type = ToScalarType(wire);
+        var bytes = t.NumberOfElements * TensorPayload.ElementSize(wire);
+        if (bytes > Array.MaxLength)
+            throw new ArgumentException($"tensor of shape {LayerInputChecks.Shape(t)} needs {bytes} bytes; one payload holds at most {Array.MaxLength}; split it", nameof(t));
+        using var scope = NewDisposeScope();
+        // to() and contiguous() return aliases when nothing needs converting, so a contiguous CPU
+        // tensor already in the wire dtype is copied exactly once, by ToArray.
+        var source = t.detach().to(type, CPU).contiguous();
+        var data = source.NumberOfElements == 0 ? [] : source.bytes.ToArray();
+        return new TensorPayload(t.shape, wire, data);
+    }
+
+    /// <summary>Decodes a payload into a new tensor of the payload's dtype on <paramref name="device"/>.</summary>
+    public static Tensor FromPayload(TensorPayload payload, Device? device = null)
+    {
+        ArgumentNullException.ThrowIfNull(payload);
+        if (payload.Shape.Any(s => s < 0))
+            throw new ArgumentException($"payload shape [{string.Join(", ", payload.Shape)}] has a negative size; expected sizes ≥ 0", nameof(payload));
+        var expected = payload.ElementCount * TensorPayload.ElementSize(payload.DType);
+        if (payload.Data.LongLength != expected)
+            throw new ArgumentException($"payload of shape [{string.Join(", ", payload.Shape)}] {payload.DType} has {payload.Data.LongLength} bytes; expected {expected}", nameof(payload));
+        var t = empty(payload.Shape, ToScalarType(payload.DType), CPU);
+        if (expected > 0) payload.Data.AsSpan().CopyTo(t.bytes);
+        if (device is null || device.type == DeviceType.CPU) return t;
+        using (t) return t.to(device);
+    }
+}
