@@ -9,7 +9,7 @@ namespace MoeCluster;
 [GenerateSerializer, Immutable]
 public sealed record TensorPayload(
     [property: Id(0)] long[] Shape,
-    [property: Id(1)] WireDType DType,
+    [property: Id(1)] TensorDType DType,
     [property: Id(2)] byte[] Data)
 {
     public long ElementCount
@@ -22,10 +22,10 @@ public sealed record TensorPayload(
         }
     }
 
-    public static int ElementSize(WireDType dtype) => dtype switch
+    public static int ElementSize(TensorDType dtype) => dtype switch
     {
-        WireDType.F32 => 4,
-        WireDType.BF16 or WireDType.F16 => 2,
+        TensorDType.F32 => 4,
+        TensorDType.BF16 or TensorDType.F16 => 2,
         _ => throw new ArgumentException($"unknown wire dtype {(int)dtype}; expected F32, BF16 or F16", nameof(dtype)),
     };
 

@@ -11,9 +11,14 @@ namespace MoeCluster.Grains.Numerics;
 /// </summary>
 public abstract class ExpertFfn : Module<Tensor, Tensor>
 {
-    protected ExpertFfn(string name, ScalarType dtype) : base(name) => DType = dtype;
+    protected ExpertFfn(string name, ScalarType dtype, Device? device) : base(name)
+    {
+        DType = dtype;
+        Device = device ?? CPU;
+    }
 
     public ScalarType DType { get; }
+    public Device Device { get; }
 
     /// <summary>
     /// Builds the expert that <paramref name="config"/> describes, its weights drawn from
@@ -47,7 +52,7 @@ public sealed class GeluExpertFfn : ExpertFfn
     private readonly Parameter w1, b1, w2, b2;
 
     public GeluExpertFfn(int dModel, int dFF, ScalarType dtype, long seed, Device? device = null)
-        : base(nameof(GeluExpertFfn), dtype)
+        : base(nameof(GeluExpertFfn), dtype, device)
     {
         using var generator = new Generator((ulong)seed);
         w1 = Uniform(generator, [dFF, dModel], dModel, dtype, device);
@@ -71,7 +76,7 @@ public sealed class SwiGluExpertFfn : ExpertFfn
     private readonly Parameter w1, w2, w3;
 
     public SwiGluExpertFfn(int dModel, int dFF, ScalarType dtype, long seed, Device? device = null)
-        : base(nameof(SwiGluExpertFfn), dtype)
+        : base(nameof(SwiGluExpertFfn), dtype, device)
     {
         using var generator = new Generator((ulong)seed);
         w1 = Uniform(generator, [dFF, dModel], dModel, dtype, device);

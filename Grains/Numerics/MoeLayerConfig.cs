@@ -2,14 +2,6 @@ using TorchSharp;
 
 namespace MoeCluster.Grains.Numerics;
 
-public enum ExpertActivation
-{
-    /// <summary><c>W2 · gelu(W1 u + b1) + b2</c>, exact (erf) GELU.</summary>
-    Gelu,
-    /// <summary><c>W2 · (silu(W1 u) ⊙ (W3 u))</c>, no biases.</summary>
-    SwiGlu,
-}
-
 /// <summary>
 /// The shape and routing rules of one MoE layer, as DESIGN.md defines them. Plain data with no
 /// Orleans types; the grains map their wire spec onto it.

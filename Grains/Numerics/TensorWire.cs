@@ -7,38 +7,40 @@ namespace MoeCluster.Grains.Numerics;
 /// Tensors to and from <see cref="TensorPayload"/> with one memory copy each way: the bytes of a
 /// contiguous CPU tensor are copied out in one block, and copied into a fresh tensor in one block.
 /// A dtype change (Float32 to a BFloat16 wire) or a device move happens before that copy.
+/// Internal, and compiled into the client SDK as well (Client.csproj links this file), so the
+/// grains and the SDK convert identically without the interfaces assembly depending on TorchSharp.
 /// </summary>
-public static class TensorWire
+internal static class TensorWire
 {
-    public static ScalarType ToScalarType(WireDType dtype) => dtype switch
+    public static ScalarType ToScalarType(TensorDType dtype) => dtype switch
     {
-        WireDType.F32 => ScalarType.Float32,
-        WireDType.BF16 => ScalarType.BFloat16,
-        WireDType.F16 => ScalarType.Float16,
+        TensorDType.F32 => ScalarType.Float32,
+        TensorDType.BF16 => ScalarType.BFloat16,
+        TensorDType.F16 => ScalarType.Float16,
         _ => throw new ArgumentException($"unknown wire dtype {(int)dtype}; expected F32, BF16 or F16", nameof(dtype)),
     };
 
-    public static WireDType ToWireDType(ScalarType type) => type switch
+    public static TensorDType ToTensorDType(ScalarType type) => type switch
     {
-        ScalarType.Float32 => WireDType.F32,
-        ScalarType.BFloat16 => WireDType.BF16,
-        ScalarType.Float16 => WireDType.F16,
+        ScalarType.Float32 => TensorDType.F32,
+        ScalarType.BFloat16 => TensorDType.BF16,
+        ScalarType.Float16 => TensorDType.F16,
         _ => throw new ArgumentException($"dtype {type} cannot cross the wire; expected Float32, BFloat16 or Float16", nameof(type)),
     };
 
     /// <summary>Encodes <paramref name="t"/> in its own dtype.</summary>
-    public static TensorPayload ToPayload(Tensor t) => ToPayload(t, ToWireDType(t.dtype));
+    public static TensorPayload ToPayload(Tensor t) => ToPayload(t, ToTensorDType(t.dtype));
 
     /// <summary>Encodes <paramref name="t"/> as <paramref name="wire"/>, converting the element type if needed.</summary>
-    public static TensorPayload ToPayload(Tensor t, WireDType wire)
+    public static TensorPayload ToPayload(Tensor t, TensorDType wire)
     {
         ArgumentNullException.ThrowIfNull(t);
-        if (!LayerInputChecks.IsSupportedFloat(t.dtype))
+        if (t.dtype is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16))
             throw new ArgumentException($"dtype {t.dtype} cannot cross the wire; expected Float32, BFloat16 or Float16", nameof(t));
         var type = ToScalarType(wire);
         var bytes = t.NumberOfElements * TensorPayload.ElementSize(wire);
         if (bytes > Array.MaxLength)
-            throw new ArgumentException($"tensor of shape {LayerInputChecks.Shape(t)} needs {bytes} bytes; one payload holds at most {Array.MaxLength}; split it", nameof(t));
+            throw new ArgumentException($"tensor of shape [{string.Join(", ", t.shape)}] needs {bytes} bytes; one payload holds at most {Array.MaxLength}; split it", nameof(t));
         using var scope = NewDisposeScope();
         // to() and contiguous() return aliases when nothing needs converting, so a contiguous CPU
         // tensor already in the wire dtype is copied exactly once, by ToArray.

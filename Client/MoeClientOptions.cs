@@ -1,0 +1,14 @@
+namespace MoeCluster.Client;
+
+/// <summary>Where the SDK finds the cluster.</summary>
+public sealed record MoeClientOptions
+{
+    /// <summary><c>localhost</c> (gateways on this machine, see <see cref="GatewayPorts"/>) or <c>redis://host:port</c>.</summary>
+    public string Cluster { get; init; } = "localhost";
+    public string ClusterId { get; init; } = "moecluster";
+    public string ServiceId { get; init; } = "moecluster";
+    /// <summary>With localhost membership, the gateway ports to try.</summary>
+    public int[] GatewayPorts { get; init; } = [30000];
+    /// <summary>How long one call may take before it fails with a timeout.</summary>
+    public TimeSpan ResponseTimeout { get; init; } = TimeSpan.FromSeconds(60);
+}

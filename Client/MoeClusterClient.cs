@@ -1,0 +1,99 @@
+using System.Net;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Orleans.Configuration;
+
+namespace MoeCluster.Client;
+
+/// <summary>
+/// The SDK's entry point: a connection to a MoeCluster, and the layers in it.
+/// <code>
+/// await using var cluster = await MoeClusterClient.ConnectAsync(new MoeClientOptions());
+/// var layer = await cluster.CreateLayerAsync("ffn-0", new LayerSpec { DModel = 512, DFF = 2048, NumExperts = 8 });
+/// using var forward = await layer.ForwardAsync(x);
+/// using var dx = await layer.BackwardAsync(forward.BatchId, dy);
+/// await layer.StepAsync();
+/// </code>
+/// </summary>
+public sealed class MoeClusterClient : IAsyncDisposable
+{
+    private readonly IHost? host;
+
+    private MoeClusterClient(IClusterClient orleans, IHost? host)
+    {
+        Orleans = orleans;
+        this.host = host;
+    }
+
+    /// <summary>The underlying Orleans client, for calls the SDK does not wrap.</summary>
+    public IClusterClient Orleans { get; }
+
+    /// <summary>Connects to the cluster's gateways (localhost ports, or the silos registered in Redis).</summary>
+    public static async Task<MoeClusterClient> ConnectAsync(MoeClientOptions options, CancellationToken cancellationToken = default)
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Logging.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Warning);
+        builder.UseOrleansClient(client =>
+        {
+            var cluster = (options.Cluster ?? "").Trim();
+            if (cluster is "" or "localhost")
+                client.UseStaticClustering(options.GatewayPorts.Select(p => new IPEndPoint(IPAddress.Loopback, p)).ToArray());
+            else if (cluster.StartsWith("redis://", StringComparison.OrdinalIgnoreCase) && cluster.Length > 8)
+                client.UseRedisClustering(cluster[8..].TrimEnd('/'));
+            else
+                throw new ArgumentException($"cluster is '{options.Cluster}'; expected localhost or redis://host:port");
+            client.Configure<ClusterOptions>(o => { o.ClusterId = options.ClusterId; o.ServiceId = options.ServiceId; });
+            client.Configure<ClientMessagingOptions>(o => o.ResponseTimeout = options.ResponseTimeout);
+        });
+        var host = builder.Build();
+        try
+        {
+            await host.StartAsync(cancellationToken);
+        }
+        catch
+        {
+            host.Dispose();
+            throw;
+        }
+        return new MoeClusterClient(host.Services.GetRequiredService<IClusterClient>(), host);
+    }
+
+    /// <summary>Wraps a client the caller already has (a co-hosted silo, a test cluster); disposing this does not stop it.</summary>
+    public static MoeClusterClient FromClusterClient(IClusterClient client) => new(client, null);
+
+    /// <summary>Creates a layer (or returns it, if it exists with the same spec) and activates its experts.</summary>
+    public async Task<RemoteMoeLayer> CreateLayerAsync(string name, LayerSpec spec)
+    {
+        CheckName(name);
+        ArgumentNullException.ThrowIfNull(spec);
+        await Orleans.GetGrain<IMoeRouterGrain>(name).Create(spec);
+        return new RemoteMoeLayer(Orleans, name, spec);
+    }
+
+    /// <summary>A layer that exists already; fails if it does not.</summary>
+    public async Task<RemoteMoeLayer> GetLayerAsync(string name)
+    {
+        CheckName(name);
+        var spec = await Orleans.GetGrain<IMoeRouterGrain>(name).GetSpec()
+            ?? throw new InvalidOperationException($"layer \"{name}\" does not exist; create it first");
+        return new RemoteMoeLayer(Orleans, name, spec);
+    }
+
+    /// <summary>Every live silo's device slots and their leases.</summary>
+    public Task<SlotUsage[]> GetSlotUsageAsync() => Orleans.GetGrain<IMoeClusterGrain>(0).GetSlotUsage();
+
+    private static void CheckName(string name)
+    {
+        if (string.IsNullOrWhiteSpace(name) || name.Contains('/'))
+            throw new ArgumentException($"layer name '{name}' is not valid; expected a non-empty name without '/'", nameof(name));
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (host is null) return;
+        await host.StopAsync();
+        host.Dispose();
+    }
+}

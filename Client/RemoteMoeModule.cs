@@ -1,0 +1,78 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MoeCluster.Client;
+
+/// <summary>
+/// A remote layer as a TorchSharp module: call it inside a local model's <c>forward</c>, and
+/// <c>loss.backward()</c> reaches the cluster through a custom autograd function. Add
+/// <see cref="AuxLoss"/> to the loss to train the router's load balancing. Training mode
+/// (the module's <c>training</c> flag) decides whether the cluster keeps state for backward.
+/// </summary>
+public sealed class RemoteMoeModule : nn.Module<Tensor, Tensor>
+{
+    // A zero-size tensor that requires grad, passed to the function with x: the autograd node
+    // is then always part of the graph, so the cluster's experts get their backward even when
+    // x itself needs no gradient (the remote layer is the model's first trainable part).
+    private readonly Tensor anchor = zeros(0, requires_grad: true);
+
+    public RemoteMoeModule(RemoteMoeLayer layer) : base($"RemoteMoe({layer.Name})")
+    {
+        Layer = layer;
+    }
+
+    public RemoteMoeLayer Layer { get; }
+
+    /// <summary>The last training forward's α·L_aux + β·L_z as a scalar in the graph (null before one, or in eval).</summary>
+    public Tensor? AuxLoss { get; private set; }
+
+    /// <summary>The last forward's routing counts.</summary>
+    public RoutingSummary? LastRouting { get; private set; }
+
+    public override Tensor forward(Tensor x)
+    {
+        if (!training)
+        {
+            using var r = Layer.ForwardAsync(x, train: false).GetAwaiter().GetResult();
+            LastRouting = r.Routing;
+            AuxLoss = null;
+            return r.Y.clone();
+        }
+        var outputs = RemoteLayerFunction.apply(x, anchor, this);
+        AuxLoss = outputs[1];
+        return outputs[0];
+    }
+
+    internal void Remember(RoutingSummary routing) => LastRouting = routing;
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) anchor.Dispose();
+        base.Dispose(disposing);
+    }
+
+    private sealed class RemoteLayerFunction : autograd.MultiTensorFunction<RemoteLayerFunction>
+    {
+        public override string Name => "RemoteMoeLayer";
+
+        public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
+        {
+            var x = (Tensor)vars[0];
+            var module = (RemoteMoeModule)vars[2];
+            var r = module.Layer.ForwardAsync(x, train: true).GetAwaiter().GetResult();
+            module.Remember(r.Routing);
+            ctx.save_data("batch", r.BatchId);
+            ctx.save_data("module", module);
+            return [r.Y, tensor((float)r.AuxLoss)];
+        }
+
+        public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> gradOutputs)
+        {
+            var batch = (long)ctx.get_data("batch");
+            var module = (RemoteMoeModule)ctx.get_data("module");
+            var auxGrad = gradOutputs[1].item<float>();
+            var dx = module.Layer.BackwardAsync(batch, gradOutputs[0], auxGrad).GetAwaiter().GetResult();
+            return [dx, zeros_like(module.anchor)];
+        }
+    }
+}

@@ -1,0 +1,33 @@
+using Orleans.Concurrency;
+
+namespace MoeCluster;
+
+/// <summary>
+/// One expert of a layer, keyed by (index, layer name). Its weights and optimizer state live on
+/// the device slot it leased on its silo. Called by its layer's router.
+/// </summary>
+public interface IMoeExpertGrain : IGrainWithIntegerCompoundKey
+{
+    /// <summary>Builds the expert's weights from the spec (deterministically from seed, layer and index).</summary>
+    Task<ExpertPlacement> Initialize(LayerSpec spec);
+
+    /// <summary>FFN_e of the rows sent; in training the expert keeps what backward needs.</summary>
+    Task<TensorPayload> Forward(long batchId, TensorPayload x, bool train);
+
+    /// <summary>∂L/∂x_e for ∂L/∂FFN_e(x_e) = <paramref name="outputGrad"/>; parameter gradients accumulate.</summary>
+    Task<TensorPayload> Backward(long batchId, TensorPayload outputGrad);
+
+    /// <summary>Frees a saved forward; false when there was none.</summary>
+    Task<bool> Discard(long batchId);
+
+    /// <summary>Σ of the squares of every accumulated parameter gradient, for global-norm clipping.</summary>
+    Task<double> GradientSquaredNorm();
+
+    /// <summary>Scales the gradients by <paramref name="gradScale"/>, applies the optimizer and clears them. Idempotent per step id.</summary>
+    Task<long> Step(long stepId, double gradScale);
+
+    [AlwaysInterleave]
+    Task<ExpertStats> GetStats();
+
+    Task<NamedTensor[]> GetWeights();
+}

@@ -1,0 +1,48 @@
+using Orleans.Concurrency;
+
+namespace MoeCluster;
+
+/// <summary>
+/// The router of one MoE layer, keyed by the layer's name. It owns the gate, sends each expert
+/// only its tokens (all experts in parallel), combines what comes back, and drives the layer's
+/// backward and optimizer steps. Micro-batches with different ids may be in flight at once.
+/// </summary>
+public interface IMoeRouterGrain : IGrainWithStringKey
+{
+    /// <summary>
+    /// Creates the layer: validates the spec, checks that the cluster has a free device slot per
+    /// expert, and activates every expert. Repeating it with the same spec is a no-op; with a
+    /// different spec it fails.
+    /// </summary>
+    Task<LayerStats> Create(LayerSpec spec);
+
+    /// <summary>The layer's spec, or null when the layer was never created.</summary>
+    [AlwaysInterleave]
+    Task<LayerSpec?> GetSpec();
+
+    /// <summary>y for x = [T, d_model]. With <paramref name="train"/>, keeps what backward needs under <paramref name="batchId"/>.</summary>
+    Task<LayerForwardResult> Forward(long batchId, TensorPayload x, bool train);
+
+    /// <summary>∂L/∂x for ∂L/∂y = <paramref name="dy"/> and ∂L/∂aux = <paramref name="auxGrad"/>; gradients accumulate until <see cref="Step"/>.</summary>
+    Task<TensorPayload> Backward(long batchId, TensorPayload dy, double auxGrad);
+
+    /// <summary>
+    /// Applies step <paramref name="stepId"/> (= version + 1) to the gate and every expert and
+    /// returns the new version. A step already applied is ignored (the call is safe to repeat);
+    /// a step further ahead is an error.
+    /// </summary>
+    Task<long> Step(long stepId);
+
+    /// <summary>Frees the saved state of a training forward whose backward will not come.</summary>
+    Task Discard(long batchId);
+
+    /// <summary>Optimizer steps applied to the layer.</summary>
+    [AlwaysInterleave]
+    Task<long> GetVersion();
+
+    [AlwaysInterleave]
+    Task<LayerStats> GetStats();
+
+    /// <summary>The gate and every expert parameter, named as the reference layer names them.</summary>
+    Task<NamedTensor[]> GetWeights();
+}

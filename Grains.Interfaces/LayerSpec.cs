@@ -1,0 +1,37 @@
+namespace MoeCluster;
+
+/// <summary>
+/// Everything that defines one MoE layer: its shape, routing rules (DESIGN.md, "The MoE layer"),
+/// dtypes, optimizer and seed. The router of the layer keeps it; every expert is built from it.
+/// </summary>
+[GenerateSerializer, Immutable]
+public sealed record LayerSpec
+{
+    [Id(0)] public required int DModel { get; init; }
+    [Id(1)] public required int DFF { get; init; }
+    [Id(2)] public required int NumExperts { get; init; }
+    [Id(3)] public int TopK { get; init; } = 2;
+    [Id(4)] public ExpertActivation Activation { get; init; } = ExpertActivation.Gelu;
+    /// <summary>Capacity factor in training; 0 is dropless.</summary>
+    [Id(5)] public double CapacityFactor { get; init; } = 1.25;
+    /// <summary>Capacity factor in inference; 0 is dropless.</summary>
+    [Id(6)] public double EvalCapacityFactor { get; init; } = 2.0;
+    [Id(7)] public int MinCapacity { get; init; } = 4;
+    /// <summary>Renormalise the top-k gates; null means "when k &gt; 1".</summary>
+    [Id(8)] public bool? Normalize { get; init; }
+    [Id(9)] public bool BatchPrioritized { get; init; }
+    [Id(10)] public double JitterEpsilon { get; init; }
+    [Id(11)] public double AuxLossWeight { get; init; } = 0.01;
+    [Id(12)] public double ZLossWeight { get; init; } = 0.001;
+    /// <summary>What the experts compute in: F32 or BF16. The router computes in F32 always.</summary>
+    [Id(13)] public TensorDType ComputeDType { get; init; } = TensorDType.F32;
+    /// <summary>What activations and gradients travel as between router and experts: F32 or BF16.</summary>
+    [Id(14)] public TensorDType WireDType { get; init; } = TensorDType.F32;
+    [Id(15)] public OptimizerSpec Optimizer { get; init; } = new();
+    /// <summary>Seeds the gate, every expert (with the layer name and expert index) and the jitter noise.</summary>
+    [Id(16)] public long Seed { get; init; }
+    /// <summary>Experts keep only their input and redo the forward in backward, trading a third more arithmetic for memory.</summary>
+    [Id(17)] public bool RecomputeInBackward { get; init; }
+    /// <summary>How long a training forward waits for its backward before its saved state is freed.</summary>
+    [Id(18)] public TimeSpan SavedForwardTimeout { get; init; } = TimeSpan.FromMinutes(10);
+}

@@ -1,0 +1,51 @@
+namespace MoeCluster;
+
+/// <summary>Where an expert lives: the silo that hosts it and the device its weights are on.</summary>
+[GenerateSerializer, Immutable]
+public sealed record ExpertPlacement([property: Id(0)] string Silo, [property: Id(1)] string Device);
+
+/// <summary>One expert's counters, as the expert itself reports them.</summary>
+[GenerateSerializer, Immutable]
+public sealed record ExpertStats
+{
+    [Id(0)] public required int Index { get; init; }
+    [Id(1)] public required ExpertPlacement Placement { get; init; }
+    /// <summary>Rows the expert computed a forward for.</summary>
+    [Id(2)] public long TokensProcessed { get; init; }
+    [Id(3)] public long ForwardCalls { get; init; }
+    [Id(4)] public long BackwardCalls { get; init; }
+    /// <summary>Milliseconds spent in forward and backward compute.</summary>
+    [Id(5)] public double ComputeMilliseconds { get; init; }
+    /// <summary>Training forwards still waiting for their backward.</summary>
+    [Id(6)] public int PendingForwards { get; init; }
+    /// <summary>Training forwards freed because their backward never came.</summary>
+    [Id(7)] public long ExpiredForwards { get; init; }
+    /// <summary>Optimizer steps applied.</summary>
+    [Id(8)] public long Version { get; init; }
+}
+
+/// <summary>An expert as its layer sees it: the router's routing counts beside the expert's own stats.</summary>
+[GenerateSerializer, Immutable]
+public sealed record ExpertLoad(
+    [property: Id(0)] ExpertStats Expert,
+    [property: Id(1)] long TokensRouted,
+    [property: Id(2)] long TokensDropped);
+
+[GenerateSerializer, Immutable]
+public sealed record LayerStats
+{
+    [Id(0)] public required string Layer { get; init; }
+    [Id(1)] public required LayerSpec Spec { get; init; }
+    /// <summary>Optimizer steps applied to the layer.</summary>
+    [Id(2)] public long Version { get; init; }
+    [Id(3)] public required ExpertPlacement Router { get; init; }
+    [Id(4)] public required ExpertLoad[] Experts { get; init; }
+    [Id(5)] public long MicroBatches { get; init; }
+    /// <summary>Training micro-batches whose backward has not come yet.</summary>
+    [Id(6)] public int PendingBatches { get; init; }
+    /// <summary>Training micro-batches freed because their backward never came.</summary>
+    [Id(7)] public long ExpiredBatches { get; init; }
+
+    public long TokensRouted => Experts.Sum(e => e.TokensRouted);
+    public long TokensDropped => Experts.Sum(e => e.TokensDropped);
+}

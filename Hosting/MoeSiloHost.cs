@@ -1,0 +1,55 @@
+using System.Net;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Orleans.Configuration;
+
+namespace MoeCluster.Hosting;
+
+/// <summary>A whole MoeCluster silo as a generic host: clustering, ports and <see cref="MoeSiloBuilderExtensions.AddMoeCluster"/>.</summary>
+public static class MoeSiloHost
+{
+    public static IHost Build(MoeSiloOptions options, Action<ILoggingBuilder>? logging = null)
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        if (logging is not null) logging(builder.Logging);
+        else builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss "; })
+            .AddFilter("Orleans", LogLevel.Warning).AddFilter("Microsoft", LogLevel.Warning);
+        builder.UseOrleans(silo =>
+        {
+            ConfigureClustering(silo, options);
+            silo.Configure<ClusterOptions>(o => { o.ClusterId = options.ClusterId; o.ServiceId = options.ServiceId; });
+            silo.Configure<SiloOptions>(o => o.SiloName = options.SiloName);
+            silo.AddMoeCluster(options);
+        });
+        return builder.Build();
+    }
+
+    private static void ConfigureClustering(ISiloBuilder silo, MoeSiloOptions options)
+    {
+        var cluster = ClusterAddress.Parse(options.Cluster);
+        if (cluster.RedisConnection is { } redis)
+        {
+            silo.UseRedisClustering(redis);
+            silo.ConfigureEndpoints(IPAddress.Loopback, options.SiloPort, options.GatewayPort, listenOnAnyHostAddress: false);
+        }
+        else
+        {
+            silo.UseLocalhostClustering(options.SiloPort, options.GatewayPort,
+                new IPEndPoint(IPAddress.Loopback, options.PrimarySiloPort), options.ServiceId, options.ClusterId);
+        }
+    }
+}
+
+/// <summary><c>localhost</c> or <c>redis://host:port</c>, as the silo and the SDK both accept it.</summary>
+public sealed record ClusterAddress(string? RedisConnection)
+{
+    public static ClusterAddress Parse(string cluster)
+    {
+        var c = (cluster ?? "").Trim();
+        if (c is "" or "localhost") return new ClusterAddress((string?)null);
+        if (c.StartsWith("redis://", StringComparison.OrdinalIgnoreCase) && c.Length > "redis://".Length)
+            return new ClusterAddress(c["redis://".Length..].TrimEnd('/'));
+        throw new ArgumentException($"--cluster is '{cluster}'; expected localhost or redis://host:port");
+    }
+}

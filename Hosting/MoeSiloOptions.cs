@@ -1,0 +1,22 @@
+namespace MoeCluster.Hosting;
+
+/// <summary>How one silo takes part in a MoeCluster: its device slots and its place in the cluster.</summary>
+public sealed record MoeSiloOptions
+{
+    /// <summary><c>localhost</c> (the silos of one machine find each other by port) or <c>redis://host:port</c>.</summary>
+    public string Cluster { get; init; } = "localhost";
+    public string ClusterId { get; init; } = "moecluster";
+    public string ServiceId { get; init; } = "moecluster";
+    public int SiloPort { get; init; } = 11111;
+    public int GatewayPort { get; init; } = 30000;
+    /// <summary>With localhost membership, the silo port of the silo that the others join.</summary>
+    public int PrimarySiloPort { get; init; } = 11111;
+    /// <summary><c>auto</c> (every CUDA device, else the CPU), <c>cpu</c>, or a list such as <c>cuda:0,cuda:1</c>.</summary>
+    public string Devices { get; init; } = "auto";
+    public int ExpertsPerDevice { get; init; } = 4;
+    /// <summary>Place experts here even when all slots are leased, rather than failing.</summary>
+    public bool AllowOvercommit { get; init; }
+    /// <summary>libtorch intra-op threads; 0 means one per core.</summary>
+    public int TorchThreads { get; init; }
+    public string SiloName { get; init; } = $"moe-silo-{Environment.ProcessId}";
+}
