@@ -17,6 +17,7 @@ public sealed class RemoteMoeLayer
 
     private readonly IMoeRouterGrain router;
     private long? version;
+    private (long Batch, Exception Error)? backwardFailure;
 
     internal RemoteMoeLayer(IClusterClient client, string name, LayerSpec spec)
     {
@@ -60,6 +61,7 @@ public sealed class RemoteMoeLayer
     /// <summary>Applies the next step (the layer's version + 1) and returns the new version.</summary>
     public async Task<long> StepAsync()
     {
+        ThrowIfBackwardFailed();
         version ??= await router.GetVersion();
         return await StepAsync(version.Value + 1);
     }
@@ -67,9 +69,21 @@ public sealed class RemoteMoeLayer
     /// <summary>Applies step <paramref name="stepId"/>; a step already applied is ignored, so a retry is safe.</summary>
     public async Task<long> StepAsync(long stepId)
     {
+        ThrowIfBackwardFailed();
         var v = await router.Step(stepId);
         version = v;
         return v;
+    }
+
+    internal void RecordBackwardFailure(long batch, Exception error) => backwardFailure ??= (batch, error);
+
+    /// <summary>Throws (once) the failure of a backward that ran inside libtorch's autograd engine, where it could not throw.</summary>
+    public void ThrowIfBackwardFailed()
+    {
+        if (backwardFailure is not { } failure) return;
+        backwardFailure = null;
+        throw new InvalidOperationException(
+            $"the backward of batch {failure.Batch} through layer \"{Name}\" failed, so its gradients are incomplete: {failure.Error.Message}", failure.Error);
     }
 
     /// <summary>Frees a training forward whose backward will not come.</summary>

@@ -8,6 +8,8 @@ namespace MoeCluster.Client;
 /// <c>loss.backward()</c> reaches the cluster through a custom autograd function. Add
 /// <see cref="AuxLoss"/> to the loss to train the router's load balancing. Training mode
 /// (the module's <c>training</c> flag) decides whether the cluster keeps state for backward.
+/// A backward that fails in the cluster cannot throw out of <c>loss.backward()</c>; the next
+/// <see cref="RemoteMoeLayer.StepAsync()"/> or forward throws it, so no step uses a partial gradient.
 /// </summary>
 public sealed class RemoteMoeModule : nn.Module<Tensor, Tensor>
 {
@@ -31,6 +33,7 @@ public sealed class RemoteMoeModule : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x)
     {
+        Layer.ThrowIfBackwardFailed();
         if (!training)
         {
             using var r = Layer.ForwardAsync(x, train: false).GetAwaiter().GetResult();
@@ -70,9 +73,21 @@ public sealed class RemoteMoeModule : nn.Module<Tensor, Tensor>
         {
             var batch = (long)ctx.get_data("batch");
             var module = (RemoteMoeModule)ctx.get_data("module");
-            var auxGrad = gradOutputs[1].item<float>();
-            var dx = module.Layer.BackwardAsync(batch, gradOutputs[0], auxGrad).GetAwaiter().GetResult();
-            return [dx, zeros_like(module.anchor)];
+            Tensor dx;
+            try
+            {
+                var auxGrad = gradOutputs[1].item<float>();
+                dx = module.Layer.BackwardAsync(batch, gradOutputs[0], auxGrad).GetAwaiter().GetResult();
+            }
+            catch (Exception e)
+            {
+                // An exception cannot cross libtorch's autograd engine (it would end the process).
+                // The layer keeps it and the next step or forward throws it instead.
+                module.Layer.RecordBackwardFailure(batch, e);
+                dx = zeros_like(gradOutputs[0]);
+            }
+            // One gradient per forward argument: x, the anchor, and none for the module itself.
+            return [dx, zeros_like(module.anchor), null!];
         }
     }
 }
