@@ -1,0 +1,74 @@
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.Hosting;
+using MoeCluster.Hosting;
+
+namespace MoeCluster.Cli;
+
+/// <summary>
+/// Silos hosted inside this process on free loopback ports, joined by localhost membership: the
+/// cluster of <c>./moe demo</c> when no <c>--cluster</c> is given. The SDK still reaches them
+/// through their gateways, as it would reach remote silos.
+/// </summary>
+public sealed class EmbeddedCluster : IAsyncDisposable
+{
+    private readonly List<IHost> hosts = [];
+
+    private EmbeddedCluster(string clusterId) => ClusterId = clusterId;
+
+    public string ClusterId { get; }
+    public int[] GatewayPorts { get; private set; } = [];
+    public int SiloCount => hosts.Count;
+
+    public static async Task<EmbeddedCluster> StartAsync(int silos, int expertsPerDevice, CancellationToken cancellationToken = default)
+    {
+        if (silos < 1) throw new ArgumentException($"--silos is {silos}; expected ≥ 1");
+        var cluster = new EmbeddedCluster($"moe-embedded-{Environment.ProcessId}");
+        var ports = FreePorts(2 * silos);
+        try
+        {
+            for (int i = 0; i < silos; i++)
+            {
+                var host = MoeSiloHost.Build(new MoeSiloOptions
+                {
+                    ClusterId = cluster.ClusterId,
+                    SiloPort = ports[2 * i],
+                    GatewayPort = ports[2 * i + 1],
+                    PrimarySiloPort = ports[0],
+                    Devices = "auto",
+                    ExpertsPerDevice = expertsPerDevice,
+                    SiloName = $"embedded-{i}",
+                }, logging: l => { });
+                cluster.hosts.Add(host);
+                await host.StartAsync(cancellationToken);
+            }
+        }
+        catch
+        {
+            await cluster.DisposeAsync();
+            throw;
+        }
+        cluster.GatewayPorts = Enumerable.Range(0, silos).Select(i => ports[2 * i + 1]).ToArray();
+        return cluster;
+    }
+
+    private static int[] FreePorts(int count)
+    {
+        var listeners = Enumerable.Range(0, count).Select(_ => new TcpListener(IPAddress.Loopback, 0)).ToList();
+        foreach (var l in listeners) l.Start();
+        var ports = listeners.Select(l => ((IPEndPoint)l.LocalEndpoint).Port).ToArray();
+        foreach (var l in listeners) l.Stop();
+        return ports;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        // Stop the silos that joined last first, so the primary outlives its peers.
+        for (int i = hosts.Count - 1; i >= 0; i--)
+        {
+            try { await hosts[i].StopAsync(TimeSpan.FromSeconds(10)); } catch (OperationCanceledException) { }
+            hosts[i].Dispose();
+        }
+        hosts.Clear();
+    }
+}

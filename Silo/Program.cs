@@ -1,0 +1,3 @@
+using MoeCluster.Silo;
+
+return await SiloCommand.Create().Parse(args).InvokeAsync();

@@ -1,0 +1,65 @@
+using System.CommandLine;
+using Microsoft.Extensions.Hosting;
+using MoeCluster.Hosting;
+
+namespace MoeCluster.Silo;
+
+/// <summary>The options of <c>./moe silo</c>, mapped onto <see cref="MoeSiloOptions"/>.</summary>
+public static class SiloCommand
+{
+    public static RootCommand Create()
+    {
+        var defaults = new MoeSiloOptions();
+        var cluster = new Option<string>("--cluster") { Description = "Membership: localhost, or redis://host:port", DefaultValueFactory = _ => defaults.Cluster };
+        var port = new Option<int>("--port") { Description = "Silo-to-silo port", DefaultValueFactory = _ => defaults.SiloPort };
+        var gateway = new Option<int>("--gateway-port") { Description = "Port clients connect to", DefaultValueFactory = _ => defaults.GatewayPort };
+        var primary = new Option<int>("--primary-port") { Description = "With localhost membership: the silo port of the silo the others join", DefaultValueFactory = _ => defaults.PrimarySiloPort };
+        var devices = new Option<string>("--devices") { Description = "auto, cpu, or cuda:0,cuda:1,...", DefaultValueFactory = _ => defaults.Devices };
+        var perDevice = new Option<int>("--experts-per-device") { Description = "Expert slots per device", DefaultValueFactory = _ => defaults.ExpertsPerDevice };
+        var overcommit = new Option<bool>("--overcommit") { Description = "Accept experts beyond the slots instead of refusing them" };
+        var clusterId = new Option<string>("--cluster-id") { Description = "Orleans cluster id (silos and clients must agree)", DefaultValueFactory = _ => defaults.ClusterId };
+        var threads = new Option<int>("--threads") { Description = "libtorch intra-op threads (0 = one per core)", DefaultValueFactory = _ => 0 };
+        var name = new Option<string>("--name") { Description = "Silo name in logs", DefaultValueFactory = _ => defaults.SiloName };
+
+        var command = new RootCommand("Runs one MoeCluster silo: it hosts experts on its device slots until Ctrl+C.\n\n" +
+            "Example (two silos on one machine, then the demo against them):\n" +
+            "  ./moe silo --port 11111 --gateway-port 30000\n" +
+            "  ./moe silo --port 11112 --gateway-port 30001 --primary-port 11111")
+        {
+            cluster, port, gateway, primary, devices, perDevice, overcommit, clusterId, threads, name,
+        };
+        command.SetAction(async (parse, cancel) =>
+        {
+            var options = new MoeSiloOptions
+            {
+                Cluster = parse.GetValue(cluster)!,
+                SiloPort = parse.GetValue(port),
+                GatewayPort = parse.GetValue(gateway),
+                PrimarySiloPort = parse.GetValue(primary),
+                Devices = parse.GetValue(devices)!,
+                ExpertsPerDevice = parse.GetValue(perDevice),
+                AllowOvercommit = parse.GetValue(overcommit),
+                ClusterId = parse.GetValue(clusterId)!,
+                TorchThreads = parse.GetValue(threads),
+                SiloName = parse.GetValue(name)!,
+            };
+            try
+            {
+                ClusterAddress.Parse(options.Cluster);
+                var slots = DeviceInventory.Resolve(options.Devices, options.ExpertsPerDevice);
+                using var host = MoeSiloHost.Build(options);
+                await host.StartAsync(cancel);
+                Console.WriteLine($"moe silo {options.SiloName}: silo port {options.SiloPort}, gateway {options.GatewayPort}, " +
+                    $"cluster {options.Cluster}, slots {string.Join(", ", slots.Select(s => $"{s.Device}×{s.Capacity}"))}; Ctrl+C stops it");
+                await host.WaitForShutdownAsync(CancellationToken.None);
+                return 0;
+            }
+            catch (ArgumentException e)
+            {
+                Console.Error.WriteLine($"moe silo: {e.Message}");
+                return 2;
+            }
+        });
+        return command;
+    }
+}
