@@ -1,0 +1,16 @@
+using System.CommandLine;
+using MoeCluster.Bench;
+
+var quick = new Option<bool>("--quick") { Description = "Fewer repeats and a smaller standard batch, for a smoke run in under a minute" };
+var repeats = new Option<int>("--repeats") { Description = "Timed repeats per row (after warm-up)", DefaultValueFactory = _ => 7 };
+var root = new RootCommand("Times the MoE layer through an in-process cluster against the reference layer in the same run.\n\n" +
+    "Example: ./moe bench")
+{
+    quick, repeats,
+};
+root.SetAction(async (parse, cancel) =>
+{
+    await ClusterBenchmark.RunAsync(parse.GetValue(quick), parse.GetValue(repeats), cancel);
+    return 0;
+});
+return await root.Parse(args).InvokeAsync();
