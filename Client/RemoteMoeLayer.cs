@@ -86,6 +86,9 @@ public sealed class RemoteMoeLayer
             $"the backward of batch {failure.Batch} through layer \"{Name}\" failed, so its gradients are incomplete: {failure.Error.Message}", failure.Error);
     }
 
+    /// <summary>Optimizer steps applied to the layer.</summary>
+    public Task<long> GetVersionAsync() => router.GetVersion();
+
     /// <summary>Frees a training forward whose backward will not come.</summary>
     public Task DiscardAsync(long batchId) => router.Discard(batchId);
 

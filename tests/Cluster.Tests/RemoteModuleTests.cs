@@ -60,4 +60,23 @@ public class RemoteModuleTests(SharedClusterFixture fixture)
         Assert.Null(module.AuxLoss);
         Assert.Equal(0, (await layer.GetStatsAsync()).PendingBatches);
     }
+
+    [Fact]
+    public async Task A_backward_that_fails_in_the_cluster_is_thrown_by_the_next_step_not_lost()
+    {
+        var layer = await fixture.Client.CreateLayerAsync("module-expired",
+            new LayerSpec { DModel = 4, DFF = 8, NumExperts = 2, TopK = 1, CapacityFactor = 0, SavedForwardTimeout = TimeSpan.FromMilliseconds(200) });
+        using var module = new RemoteMoeModule(layer);
+        using var x = ones(3, 4);
+        using var y = module.forward(x);
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while ((await layer.GetStatsAsync()).PendingBatches > 0 && DateTime.UtcNow < deadline) await Task.Delay(50);
+
+        using (var loss = y.sum()) loss.backward(); // the cluster has freed the batch: this backward fails inside autograd
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(() => layer.StepAsync());
+        Assert.StartsWith("the backward of batch ", error.Message);
+        Assert.Contains("through layer \"module-expired\" failed, so its gradients are incomplete: no training forward is pending", error.Message);
+        Assert.Equal(0, await layer.GetVersionAsync());
+        Assert.Equal(1, await layer.StepAsync()); // reported once; the caller decides what to do next
+    }
 }

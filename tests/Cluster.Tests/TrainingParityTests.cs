@@ -47,4 +47,30 @@ public class TrainingParityTests(SharedClusterFixture fixture, ITestOutputHelper
         TensorCompare.WeightsClose(weights, reference.Weights(), 1e-5);
         foreach (var w in weights.Values) w.Dispose();
     }
+
+    [Fact]
+    public async Task BFloat16_experts_and_wire_stay_within_bfloat16_tolerance_of_the_reference()
+    {
+        var spec = new LayerSpec
+        {
+            DModel = 16, DFF = 32, NumExperts = 4, TopK = 2, CapacityFactor = 0, Seed = 30,
+            ComputeDType = TensorDType.BF16, WireDType = TensorDType.BF16,
+            Optimizer = new OptimizerSpec { Kind = OptimizerKind.Sgd, LearningRate = 0.05 },
+        };
+        var layer = await fixture.Client.CreateLayerAsync("bf16", spec);
+        using var reference = new ReferenceTrainer("bf16", spec);
+        using var generator = new Generator(31);
+        using var x = randn(40, spec.DModel, generator: generator);
+        using var dy = randn(40, spec.DModel, generator: generator);
+        using var expectedY = reference.ForwardBackward(0, x, dy, 1.0, out var expectedDx);
+        using var _ = expectedDx;
+        using var forward = await layer.ForwardAsync(x, batchId: 0);
+        using var dx = await layer.BackwardAsync(0, dy);
+        // Activations cross the wire in BFloat16 both ways, so the tolerance is BFloat16's.
+        TensorCompare.Close(forward.Y, expectedY, 2e-2, "y");
+        TensorCompare.Close(dx, expectedDx, 2e-2, "∂x");
+        reference.Step();
+        await layer.StepAsync();
+        TensorCompare.WeightsClose(await layer.GetWeightsAsync(), reference.Weights(), 2e-2);
+    }
 }
