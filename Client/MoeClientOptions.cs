@@ -11,4 +11,6 @@ public sealed record MoeClientOptions
     public int[] GatewayPorts { get; init; } = [30000];
     /// <summary>How long one call may take before it fails with a timeout.</summary>
     public TimeSpan ResponseTimeout { get; init; } = TimeSpan.FromSeconds(60);
+    /// <summary>How long a layer waits for a lost silo's grains to come back before its call fails.</summary>
+    public TimeSpan RecoveryTimeout { get; init; } = TimeSpan.FromSeconds(60);
 }

@@ -19,11 +19,18 @@ namespace MoeCluster.Client;
 public sealed class MoeClusterClient : IAsyncDisposable
 {
     private readonly IHost? host;
+    private readonly ILoggerFactory loggers;
+    private readonly TimeSpan recoveryTimeout;
 
-    private MoeClusterClient(IClusterClient orleans, IHost? host)
+    private readonly ConnectionLossSignal? connectionLoss;
+
+    private MoeClusterClient(IClusterClient orleans, IHost? host, ILoggerFactory? loggers, TimeSpan recoveryTimeout, ConnectionLossSignal? connectionLoss = null)
     {
+        this.connectionLoss = connectionLoss;
         Orleans = orleans;
         this.host = host;
+        this.loggers = loggers ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance;
+        this.recoveryTimeout = recoveryTimeout;
     }
 
     /// <summary>The underlying Orleans client, for calls the SDK does not wrap.</summary>
@@ -32,9 +39,11 @@ public sealed class MoeClusterClient : IAsyncDisposable
     /// <summary>Connects to the cluster's gateways (localhost ports, or the silos registered in Redis).</summary>
     public static async Task<MoeClusterClient> ConnectAsync(MoeClientOptions options, CancellationToken cancellationToken = default)
     {
+        var connectionLoss = new ConnectionLossSignal();
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
-        builder.Logging.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Warning);
+        builder.Logging.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Warning)
+            .AddFilter("Orleans", LogLevel.Error); // a lost silo is reported once, by the layer that recovers from it
         builder.UseOrleansClient(client =>
         {
             var cluster = (options.Cluster ?? "").Trim();
@@ -46,6 +55,10 @@ public sealed class MoeClusterClient : IAsyncDisposable
                 throw new ArgumentException($"cluster is '{options.Cluster}'; expected localhost or redis://host:port");
             client.Configure<ClusterOptions>(o => { o.ClusterId = options.ClusterId; o.ServiceId = options.ServiceId; });
             client.Configure<ClientMessagingOptions>(o => o.ResponseTimeout = options.ResponseTimeout);
+            client.AddGatewayCountChangedHandler((_, e) =>
+            {
+                if (e.NumberOfConnectedGateways < e.PreviousNumberOfConnectedGateways) connectionLoss.Signal();
+            });
         });
         var host = builder.Build();
         try
@@ -57,11 +70,16 @@ public sealed class MoeClusterClient : IAsyncDisposable
             host.Dispose();
             throw;
         }
-        return new MoeClusterClient(host.Services.GetRequiredService<IClusterClient>(), host);
+        return new MoeClusterClient(host.Services.GetRequiredService<IClusterClient>(), host,
+            host.Services.GetRequiredService<ILoggerFactory>(), options.RecoveryTimeout, connectionLoss);
     }
 
     /// <summary>Wraps a client the caller already has (a co-hosted silo, a test cluster); disposing this does not stop it.</summary>
-    public static MoeClusterClient FromClusterClient(IClusterClient client) => new(client, null);
+    public static MoeClusterClient FromClusterClient(IClusterClient client, ILoggerFactory? loggers = null, TimeSpan? recoveryTimeout = null) =>
+        new(client, null, loggers, recoveryTimeout ?? new MoeClientOptions().RecoveryTimeout);
+
+    private RemoteMoeLayer Layer(string name, LayerSpec spec) =>
+        new(Orleans, name, spec, loggers.CreateLogger<RemoteMoeLayer>(), recoveryTimeout, connectionLoss);
 
     /// <summary>Creates a layer (or returns it, if it exists with the same spec) and activates its experts.</summary>
     public async Task<RemoteMoeLayer> CreateLayerAsync(string name, LayerSpec spec)
@@ -69,7 +87,7 @@ public sealed class MoeClusterClient : IAsyncDisposable
         CheckName(name);
         ArgumentNullException.ThrowIfNull(spec);
         await Orleans.GetGrain<IMoeRouterGrain>(name).Create(spec);
-        return new RemoteMoeLayer(Orleans, name, spec);
+        return Layer(name, spec);
     }
 
     /// <summary>A layer that exists already; fails if it does not.</summary>
@@ -78,7 +96,7 @@ public sealed class MoeClusterClient : IAsyncDisposable
         CheckName(name);
         var spec = await Orleans.GetGrain<IMoeRouterGrain>(name).GetSpec()
             ?? throw new InvalidOperationException($"layer \"{name}\" does not exist; create it first");
-        return new RemoteMoeLayer(Orleans, name, spec);
+        return Layer(name, spec);
     }
 
     /// <summary>Every live silo's device slots and their leases.</summary>

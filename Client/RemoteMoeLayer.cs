@@ -1,4 +1,6 @@
 using System.Security.Cryptography;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using MoeCluster.Grains.Numerics;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -9,6 +11,14 @@ namespace MoeCluster.Client;
 /// One MoE layer of the cluster, called with TorchSharp tensors. Forwards may overlap; each
 /// training forward gets a batch id that its backward names. Gradients accumulate over
 /// micro-batches until <see cref="StepAsync()"/>.
+/// <para>
+/// When a silo is lost mid-step, the calls of this object do not fail: it waits for the lost
+/// grains to come back from their checkpoints, has the layer return to its newest durable
+/// version (<see cref="IMoeRouterGrain.Recover"/>), replays the training micro-batches since
+/// then in their original order, and carries on; <see cref="Recoveries"/> counts it and a
+/// warning is logged. The run ends with the weights it would have had without the failure, as
+/// long as this object is the only one training the layer.
+/// </para>
 /// </summary>
 public sealed class RemoteMoeLayer
 {
@@ -16,21 +26,44 @@ public sealed class RemoteMoeLayer
     private static long nextBatchId = RandomNumberGenerator.GetInt32(int.MaxValue) * (1L << 24);
 
     private readonly IMoeRouterGrain router;
+    // Training-path calls go through the gateway grain on the client's gateway silo (see IMoeLayerGateway).
+    private readonly IMoeLayerGateway gateway;
+    private readonly ConnectionLossSignal? connectionLoss;
+    private readonly ILogger logger;
+    private readonly TimeSpan recoveryTimeout;
+    private readonly ReplayLog log = new();
+    private readonly SemaphoreSlim recovering = new(1, 1);
+    private long recoveryGeneration;
     private long? version;
     private (long Batch, Exception Error)? backwardFailure;
 
-    internal RemoteMoeLayer(IClusterClient client, string name, LayerSpec spec)
+    internal RemoteMoeLayer(IClusterClient client, string name, LayerSpec spec, ILogger? logger = null,
+        TimeSpan? recoveryTimeout = null, ConnectionLossSignal? connectionLoss = null)
     {
         Name = name;
         Spec = spec;
         router = client.GetGrain<IMoeRouterGrain>(name);
+        gateway = client.GetGrain<IMoeLayerGateway>(name);
+        this.connectionLoss = connectionLoss;
+        this.logger = logger ?? NullLogger.Instance;
+        this.recoveryTimeout = recoveryTimeout ?? TimeSpan.FromSeconds(60);
     }
 
     public string Name { get; }
     public LayerSpec Spec { get; }
 
+    /// <summary>How many times this object recovered the layer from a lost silo.</summary>
+    public int Recoveries { get; private set; }
+
+    /// <summary>How long the last recovery took, from the failed call to the replayed state.</summary>
+    public TimeSpan? LastRecoveryTime { get; private set; }
+
     /// <summary>A fresh batch id, unique to this process.</summary>
     public static long NewBatchId() => Interlocked.Increment(ref nextBatchId);
+
+    private CancellationToken Lost => connectionLoss?.Token ?? CancellationToken.None;
+
+    private async Task<long> CurrentStep() => (version ??= await Retry(() => gateway.GetVersion(Lost))) + 1;
 
     /// <summary>
     /// y for x = [T, d_model] (Float32, BFloat16 or Float16; y comes back in x's dtype). With
@@ -42,9 +75,46 @@ public sealed class RemoteMoeLayer
         if (x.dim() != 2 || x.shape[1] != Spec.DModel)
             throw new ArgumentException($"x has shape [{string.Join(", ", x.shape)}]; layer \"{Name}\" expects [tokens, {Spec.DModel}]", nameof(x));
         var id = batchId ?? NewBatchId();
-        var result = await router.Forward(id, TensorWire.ToPayload(x), train);
+        var payload = TensorWire.ToPayload(x);
+        LayerForwardResult result;
+        if (!train)
+        {
+            result = await Retry(() => gateway.Forward(id, payload, false, Lost));
+        }
+        else
+        {
+            var entry = log.AddForward(await CurrentStep(), id, payload);
+            try
+            {
+                result = await ForwardLogged(entry);
+            }
+            catch
+            {
+                log.Remove(id); // refused (bad input, a duplicate id): nothing to replay
+                throw;
+            }
+        }
         var y = TensorWire.FromPayload(result.Y, x.device);
         return new RemoteLayerForward(id, y, result.AuxLoss, result.LoadBalancingLoss, result.ZLoss, result.Routing);
+    }
+
+    private async Task<LayerForwardResult> ForwardLogged(ReplayLog.Batch entry)
+    {
+        while (true)
+        {
+            var generation = Interlocked.Read(ref recoveryGeneration);
+            try
+            {
+                var result = await gateway.Forward(entry.Id, entry.X, true, Lost);
+                entry.Epoch = result.Epoch;
+                return result;
+            }
+            catch (Exception e) when (TransientFailures.IsTransient(e))
+            {
+                await RecoverAsync(e, generation);
+                if (entry.Replayed is { } replayed) return replayed; // the replay ran this forward
+            }
+        }
     }
 
     /// <summary>
@@ -54,25 +124,142 @@ public sealed class RemoteMoeLayer
     public async Task<Tensor> BackwardAsync(long batchId, Tensor dy, double auxGrad = 1.0)
     {
         ArgumentNullException.ThrowIfNull(dy);
-        var dx = await router.Backward(batchId, TensorWire.ToPayload(dy), auxGrad);
-        return TensorWire.FromPayload(dx, dy.device);
+        var payload = TensorWire.ToPayload(dy);
+        var entry = log.Find(batchId);
+        while (true)
+        {
+            var generation = Interlocked.Read(ref recoveryGeneration);
+            try
+            {
+                var dx = await gateway.Backward(batchId, payload, auxGrad, Lost);
+                if (entry is not null)
+                {
+                    entry.Dy = payload;
+                    entry.AuxGrad = auxGrad;
+                    log.RecordBackward(await CurrentStep(), entry);
+                }
+                return TensorWire.FromPayload(dx, dy.device);
+            }
+            catch (Exception e) when (TransientFailures.IsTransient(e) && entry is not null)
+            {
+                await RecoverAsync(e, generation);
+            }
+            catch (InvalidOperationException e) when (entry?.Epoch is not null)
+            {
+                // The router came back from its checkpoint (its silo was lost) and no longer knows
+                // the batch: recover. Otherwise the refusal is the caller's to see.
+                if (!await RouterWasReplaced(entry.Epoch)) throw;
+                await RecoverAsync(e, generation);
+            }
+        }
     }
+
+    private async Task<bool> RouterWasReplaced(string epoch) => await Retry(() => gateway.GetEpoch(Lost)) != epoch;
 
     /// <summary>Applies the next step (the layer's version + 1) and returns the new version.</summary>
     public async Task<long> StepAsync()
     {
         ThrowIfBackwardFailed();
-        version ??= await router.GetVersion();
-        return await StepAsync(version.Value + 1);
+        return await StepAsync(await CurrentStep());
     }
 
     /// <summary>Applies step <paramref name="stepId"/>; a step already applied is ignored, so a retry is safe.</summary>
     public async Task<long> StepAsync(long stepId)
     {
         ThrowIfBackwardFailed();
-        var v = await router.Step(stepId);
-        version = v;
-        return v;
+        while (true)
+        {
+            var generation = Interlocked.Read(ref recoveryGeneration);
+            try
+            {
+                var result = await gateway.Step(stepId, Lost);
+                log.MarkApplied(stepId);
+                log.ForgetThrough(result.DurableVersion);
+                version = result.Version;
+                return result.Version;
+            }
+            catch (Exception e) when (TransientFailures.IsTransient(e))
+            {
+                await RecoverAsync(e, generation);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Waits for the lost grains, returns the layer to its durable version and replays the logged
+    /// micro-batches since. One recovery at a time: calls that failed during the same outage wait
+    /// for it instead of starting their own.
+    /// </summary>
+    private async Task RecoverAsync(Exception cause, long failedGeneration)
+    {
+        await recovering.WaitAsync();
+        try
+        {
+            if (Interlocked.Read(ref recoveryGeneration) != failedGeneration) return; // another call already recovered
+            var started = DateTime.UtcNow;
+            logger.LogWarning("Layer {Layer}: a call failed ({Cause}); recovering from the newest durable version", Name, cause.GetType().Name + ": " + cause.Message);
+            while (true)
+            {
+                try
+                {
+                    var durable = await gateway.Recover(Lost);
+                    await Replay(durable);
+                    break;
+                }
+                catch (Exception e) when (TransientFailures.IsTransient(e) && DateTime.UtcNow - started < recoveryTimeout)
+                {
+                    // The lost silo is not declared dead yet, or another went: wait and start over.
+                    await Task.Delay(250);
+                }
+                catch (Exception e) when (TransientFailures.IsTransient(e))
+                {
+                    throw new TimeoutException($"layer \"{Name}\" did not recover within {recoveryTimeout}: {e.Message}", e);
+                }
+            }
+            Recoveries++;
+            LastRecoveryTime = DateTime.UtcNow - started;
+            Interlocked.Increment(ref recoveryGeneration);
+            logger.LogWarning("Layer {Layer} recovered in {Seconds:F1} s (recovery {Count})", Name, LastRecoveryTime.Value.TotalSeconds, Recoveries);
+        }
+        finally
+        {
+            recovering.Release();
+        }
+    }
+
+    private async Task Replay(long durable)
+    {
+        version = durable;
+        foreach (var (stepId, applied, forwards, backwards) in log.After(durable))
+        {
+            foreach (var batch in forwards)
+            {
+                var result = await gateway.Forward(batch.Id, batch.X, true, Lost);
+                batch.Epoch = result.Epoch;
+                batch.Replayed = result;
+            }
+            foreach (var batch in backwards)
+                await gateway.Backward(batch.Id, batch.Dy!, batch.AuxGrad, Lost);
+            if (applied)
+            {
+                var result = await gateway.Step(stepId, Lost);
+                version = result.Version;
+            }
+        }
+    }
+
+    /// <summary>Runs a call that changes nothing, retrying it while the cluster recovers from a lost silo.</summary>
+    private async Task<T> Retry<T>(Func<Task<T>> call)
+    {
+        var started = DateTime.UtcNow;
+        while (true)
+        {
+            try { return await call(); }
+            catch (Exception e) when (TransientFailures.IsTransient(e) && DateTime.UtcNow - started < recoveryTimeout)
+            {
+                await Task.Delay(250);
+            }
+        }
     }
 
     internal void RecordBackwardFailure(long batch, Exception error) => backwardFailure ??= (batch, error);
@@ -87,17 +274,38 @@ public sealed class RemoteMoeLayer
     }
 
     /// <summary>Optimizer steps applied to the layer.</summary>
-    public Task<long> GetVersionAsync() => router.GetVersion();
+    public Task<long> GetVersionAsync() => Retry(() => gateway.GetVersion(Lost));
 
     /// <summary>Frees a training forward whose backward will not come.</summary>
-    public Task DiscardAsync(long batchId) => router.Discard(batchId);
+    public async Task DiscardAsync(long batchId)
+    {
+        log.Remove(batchId);
+        await Retry(async () => { await router.Discard(batchId); return true; });
+    }
 
-    public Task<LayerStats> GetStatsAsync() => router.GetStats();
+    public Task<LayerStats> GetStatsAsync() => Retry(() => router.GetStats());
 
     /// <summary>The gate and every expert parameter as tensors, named as the reference layer names them.</summary>
     public async Task<Dictionary<string, Tensor>> GetWeightsAsync()
     {
-        var weights = await router.GetWeights();
+        var weights = await Retry(() => router.GetWeights());
         return weights.ToDictionary(w => w.Name, w => TensorWire.FromPayload(w.Value));
     }
+
+    /// <summary>
+    /// Replaces every weight of the layer (names as <see cref="GetWeightsAsync"/> gives them) as the
+    /// next step, at a step boundary; the optimizer states start fresh. Returns the new version.
+    /// </summary>
+    public async Task<long> ImportWeightsAsync(IReadOnlyDictionary<string, Tensor> weights)
+    {
+        ThrowIfBackwardFailed();
+        var named = weights.Select(w => new NamedTensor(w.Key, TensorWire.ToPayload(w.Value))).ToArray();
+        var v = await router.ImportWeights(named);
+        version = v;
+        log.ForgetThrough(v);
+        return v;
+    }
+
+    /// <summary>Deletes the layer, its experts and its checkpoints.</summary>
+    public Task DeleteAsync() => router.Delete();
 }

@@ -20,6 +20,9 @@ public interface IDeviceSlotRegistryGrain : IGrainWithIntegerKey
     /// <summary>Leases a device on <paramref name="local"/> to an activating expert and returns it.</summary>
     Task<string> Claim(string expert, SiloSlots local, SiloSlots[] liveSilos);
 
+    /// <summary>Re-asserts a lease the expert holds, so a registry that restarted (its silo died) learns it again.</summary>
+    Task Renew(string expert, SiloAddress silo, string device);
+
     Task Release(string expert, SiloAddress silo);
 
     /// <summary>Fails with <see cref="DeviceCapacityException"/> unless <paramref name="needed"/> more slots are free.</summary>

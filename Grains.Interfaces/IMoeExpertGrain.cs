@@ -26,6 +26,18 @@ public interface IMoeExpertGrain : IGrainWithIntegerCompoundKey
     /// <summary>Scales the gradients by <paramref name="gradScale"/>, applies the optimizer and clears them. Idempotent per step id.</summary>
     Task<long> Step(long stepId, double gradScale);
 
+    /// <summary>
+    /// Brings the expert to <paramref name="version"/> with no accumulated gradient and no saved
+    /// forward: it reloads that checkpoint when it is ahead (a step its layer never committed).
+    /// </summary>
+    Task<long> ResetTo(long version);
+
+    /// <summary>Replaces the weights (names as in <see cref="GetWeights"/>) as step <paramref name="stepId"/>, with a fresh optimizer state.</summary>
+    Task<long> ImportWeights(long stepId, NamedTensor[] weights);
+
+    /// <summary>Deletes the expert's checkpoints and deactivates it.</summary>
+    Task Delete();
+
     [AlwaysInterleave]
     Task<ExpertStats> GetStats();
 

@@ -28,10 +28,27 @@ public interface IMoeRouterGrain : IGrainWithStringKey
 
     /// <summary>
     /// Applies step <paramref name="stepId"/> (= version + 1) to the gate and every expert and
-    /// returns the new version. A step already applied is ignored (the call is safe to repeat);
-    /// a step further ahead is an error.
+    /// returns the new version, and the newest version whose checkpoints are all durable. A step
+    /// already applied is ignored (the call is safe to repeat); a step further ahead is an error.
     /// </summary>
-    Task<long> Step(long stepId);
+    Task<StepResult> Step(long stepId);
+
+    /// <summary>
+    /// After a failure (a lost silo): brings the router and every expert back to the layer's
+    /// newest durable version, with no gradients and no micro-batch in flight, reactivating lost
+    /// experts from their checkpoints. Returns that version; the caller replays what came after.
+    /// </summary>
+    Task<long> Recover();
+
+    /// <summary>Identifies this activation of the router: it changes when the router is reactivated (its silo was lost).</summary>
+    [AlwaysInterleave]
+    Task<string> GetEpoch();
+
+    /// <summary>Replaces every weight of the layer (names as in <see cref="GetWeights"/>) as the next step; optimizer states start fresh.</summary>
+    Task<long> ImportWeights(NamedTensor[] weights);
+
+    /// <summary>Deletes the layer: its experts, its checkpoints, and the router's state.</summary>
+    Task Delete();
 
     /// <summary>Frees the saved state of a training forward whose backward will not come.</summary>
     Task Discard(long batchId);

@@ -21,7 +21,12 @@ public sealed record LayerForwardResult(
     [property: Id(1)] double AuxLoss,
     [property: Id(2)] double LoadBalancingLoss,
     [property: Id(3)] double ZLoss,
-    [property: Id(4)] RoutingSummary Routing);
+    [property: Id(4)] RoutingSummary Routing,
+    [property: Id(5)] string Epoch);
+
+/// <summary>A layer's version after a step, and its newest version whose checkpoints are durable.</summary>
+[GenerateSerializer, Immutable]
+public sealed record StepResult([property: Id(0)] long Version, [property: Id(1)] long DurableVersion);
 
 /// <summary>One named weight tensor of a layer, for comparison, export and import.</summary>
 [GenerateSerializer, Immutable]

@@ -34,4 +34,9 @@ public sealed record LayerSpec
     [Id(17)] public bool RecomputeInBackward { get; init; }
     /// <summary>How long a training forward waits for its backward before its saved state is freed.</summary>
     [Id(18)] public TimeSpan SavedForwardTimeout { get; init; } = TimeSpan.FromMinutes(10);
+    /// <summary>
+    /// Write a checkpoint of the router and every expert every this many steps (1: at every step).
+    /// A step returns once its checkpoints are durable; a lost silo costs at most the steps since.
+    /// </summary>
+    [Id(19)] public int CheckpointEvery { get; init; } = 1;
 }

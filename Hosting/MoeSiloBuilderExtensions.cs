@@ -1,4 +1,5 @@
 using Microsoft.Extensions.DependencyInjection;
+using MoeCluster.Grains.Checkpoints;
 using MoeCluster.Grains.Compute;
 using MoeCluster.Grains.Placement;
 using Orleans.Runtime.MembershipService.SiloMetadata;
@@ -25,7 +26,8 @@ public static class MoeSiloBuilderExtensions
         {
             services.AddSingleton(new LocalDeviceSlots(slots, options.AllowOvercommit));
             services.AddSingleton<IClusterSlotView, ClusterSlotView>();
-            services.AddSingleton<ComputeQueues>();
+            services.AddSingleton(_ => new ComputeQueues(threads));
+            services.AddSingleton(sp => CheckpointStoreSelection.Open(options.Store, options.ClusterId));
         });
         return builder;
     }

@@ -19,4 +19,6 @@ public sealed record MoeSiloOptions
     /// <summary>libtorch intra-op threads; 0 means one per core.</summary>
     public int TorchThreads { get; init; }
     public string SiloName { get; init; } = $"moe-silo-{Environment.ProcessId}";
+    /// <summary>Checkpoints: a directory shared by the cluster's silos (under it, one per cluster id), or <c>redis://host:port</c>.</summary>
+    public string Store { get; init; } = CheckpointStoreSelection.DefaultDirectory;
 }

@@ -19,6 +19,7 @@ public static class SiloCommand
         var overcommit = new Option<bool>("--overcommit") { Description = "Accept experts beyond the slots instead of refusing them" };
         var clusterId = new Option<string>("--cluster-id") { Description = "Orleans cluster id (silos and clients must agree)", DefaultValueFactory = _ => defaults.ClusterId };
         var threads = new Option<int>("--threads") { Description = "libtorch intra-op threads (0 = one per core)", DefaultValueFactory = _ => 0 };
+        var store = new Option<string>("--store") { Description = "Checkpoints: a directory shared by the cluster's silos, or redis://host:port", DefaultValueFactory = _ => defaults.Store };
         var name = new Option<string>("--name") { Description = "Silo name in logs", DefaultValueFactory = _ => defaults.SiloName };
 
         var command = new RootCommand("Runs one MoeCluster silo: it hosts experts on its device slots until Ctrl+C.\n\n" +
@@ -26,7 +27,7 @@ public static class SiloCommand
             "  ./moe silo --port 11111 --gateway-port 30000\n" +
             "  ./moe silo --port 11112 --gateway-port 30001 --primary-port 11111")
         {
-            cluster, port, gateway, primary, devices, perDevice, overcommit, clusterId, threads, name,
+            cluster, port, gateway, primary, devices, perDevice, overcommit, clusterId, threads, store, name,
         };
         command.SetAction(async (parse, cancel) =>
         {
@@ -42,6 +43,7 @@ public static class SiloCommand
                 ClusterId = parse.GetValue(clusterId)!,
                 TorchThreads = parse.GetValue(threads),
                 SiloName = parse.GetValue(name)!,
+                Store = parse.GetValue(store)!,
             };
             try
             {
@@ -50,7 +52,7 @@ public static class SiloCommand
                 using var host = MoeSiloHost.Build(options);
                 await host.StartAsync(cancel);
                 Console.WriteLine($"moe silo {options.SiloName}: silo port {options.SiloPort}, gateway {options.GatewayPort}, " +
-                    $"cluster {options.Cluster}, slots {string.Join(", ", slots.Select(s => $"{s.Device}×{s.Capacity}"))}; Ctrl+C stops it");
+                    $"cluster {options.Cluster}, slots {string.Join(", ", slots.Select(s => $"{s.Device}×{s.Capacity}"))}, store {options.Store}; Ctrl+C stops it");
                 await host.WaitForShutdownAsync(CancellationToken.None);
                 return 0;
             }

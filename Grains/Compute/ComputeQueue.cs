@@ -15,9 +15,13 @@ public sealed class ComputeQueue : IDisposable
     private readonly BlockingCollection<Action> work = new();
     private readonly Thread thread;
 
-    public ComputeQueue(string device)
+    private readonly int torchThreads;
+
+    /// <param name="torchThreads">libtorch intra-op threads for this queue's work; 0 leaves libtorch's default.</param>
+    public ComputeQueue(string device, int torchThreads = 0)
     {
         Device = device;
+        this.torchThreads = torchThreads;
         thread = new Thread(Drain) { IsBackground = true, Name = $"moe-compute-{device}" };
         thread.Start();
     }
@@ -46,6 +50,10 @@ public sealed class ComputeQueue : IDisposable
 
     private void Drain()
     {
+        // OpenMP keeps its thread count per calling thread: a count set on the thread that built
+        // the silo does not reach this one, and MKL would pick its own (and vary the summation
+        // order between runs). Set it here, where every tensor operation of the device runs.
+        if (torchThreads > 0) TorchSharp.torch.set_num_threads(torchThreads);
         foreach (var item in work.GetConsumingEnumerable()) item();
     }
 
@@ -58,12 +66,12 @@ public sealed class ComputeQueue : IDisposable
 }
 
 /// <summary>The silo's compute queues, one per device name, created on first use.</summary>
-public sealed class ComputeQueues : IDisposable
+public sealed class ComputeQueues(int torchThreads = 0) : IDisposable
 {
     private readonly ConcurrentDictionary<string, Lazy<ComputeQueue>> queues = new();
 
     public ComputeQueue For(string device) =>
-        queues.GetOrAdd(device, d => new Lazy<ComputeQueue>(() => new ComputeQueue(d))).Value;
+        queues.GetOrAdd(device, d => new Lazy<ComputeQueue>(() => new ComputeQueue(d, torchThreads))).Value;
 
     public void Dispose()
     {

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
+using MoeCluster.Grains.Checkpoints;
 using MoeCluster.Grains.Compute;
 using MoeCluster.Grains.Numerics;
 using MoeCluster.Grains.Placement;
@@ -12,15 +13,20 @@ namespace MoeCluster.Grains.Experts;
 
 /// <summary>
 /// One expert of a layer (key: index, layer name). It leases a device slot when it activates,
-/// builds its FFN there from (seed, layer, index), and runs its tensor work on that device's
-/// compute queue. Not reentrant: calls run one at a time, so a step never overlaps a backward.
+/// reloads its latest checkpoint if it has one (it was lost with its silo, or moved), or else
+/// waits for its router to initialise it from (seed, layer, index). Tensor work runs on the
+/// device's compute queue. Not reentrant: calls run one at a time, so a step never overlaps a
+/// backward.
 /// </summary>
 [DeviceSlotPlacement, KeepAlive]
 public sealed class ExpertGrain(
     ComputeQueues queues,
     IClusterSlotView slots,
+    ICheckpointStore store,
     ILogger<ExpertGrain> logger) : Grain, IMoeExpertGrain
 {
+    private static readonly TimeSpan LeaseRenewal = TimeSpan.FromSeconds(10);
+
     private string layer = "";
     private int index;
     private string device = "cpu";
@@ -31,31 +37,40 @@ public sealed class ExpertGrain(
     private optim.Optimizer? optimizer;
     private Parameter[] parameters = [];
     private long version;
+    private IGrainTimer? expiryTimer;
 
     private long tokensProcessed, forwardCalls, backwardCalls, expiredForwards;
     private TimeSpan computeTime;
 
-    private string Key => $"{layer}/{index}";
+    private string Name => $"{layer}/{index}";
+    private string CheckpointKey => CheckpointCodec.ExpertKey(layer, index);
+    private IDeviceSlotRegistryGrain Registry => GrainFactory.GetGrain<IDeviceSlotRegistryGrain>(0);
 
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
     {
         index = (int)this.GetPrimaryKeyLong(out var keyExtension);
         layer = keyExtension ?? throw new InvalidOperationException("an expert's key needs the layer name as its extension");
-        var registry = GrainFactory.GetGrain<IDeviceSlotRegistryGrain>(0);
-        device = await registry.Claim(this.GetGrainId().ToString(), slots.Local, slots.LiveSilos());
+        device = await Registry.Claim(this.GetGrainId().ToString(), slots.Local, slots.LiveSilos());
         queue = queues.For(device);
-        logger.LogInformation("Expert {Expert} placed on silo {Silo}, device {Device}", Key, slots.Local.Silo, device);
+        this.RegisterGrainTimer(() => Registry.Renew(this.GetGrainId().ToString(), slots.Local.Silo, device),
+            new GrainTimerCreationOptions(LeaseRenewal, LeaseRenewal) { Interleave = true });
+        var versions = await store.ListVersionsAsync(CheckpointKey, cancellationToken);
+        if (versions.Length > 0)
+        {
+            await LoadCheckpoint(versions[^1]);
+            logger.LogInformation("Expert {Expert} placed on silo {Silo}, device {Device}; restored version {Version} from its checkpoint",
+                Name, slots.Local.Silo, device, version);
+        }
+        else
+        {
+            logger.LogInformation("Expert {Expert} placed on silo {Silo}, device {Device}", Name, slots.Local.Silo, device);
+        }
     }
 
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
-        if (expert is not null)
-        {
-            var e = expert; var o = optimizer;
-            await queue.RunAsync(() => { o?.Dispose(); e.Dispose(); });
-        }
-        expert = null;
-        await GrainFactory.GetGrain<IDeviceSlotRegistryGrain>(0).Release(this.GetGrainId().ToString(), slots.Local.Silo);
+        await DisposeModel();
+        await Registry.Release(this.GetGrainId().ToString(), slots.Local.Silo);
     }
 
     private ExpertPlacement Placement => new(slots.Local.Silo.ToString(), device);
@@ -65,24 +80,83 @@ public sealed class ExpertGrain(
         if (spec is not null)
         {
             if (spec != newSpec)
-                throw new ArgumentException($"expert {Key} was already initialised with a different spec; delete the layer before changing its spec");
+                throw new ArgumentException($"expert {Name} was already initialised with a different spec; delete the layer before changing its spec");
             return Placement;
         }
         var config = LayerSpecMapping.ToConfig(newSpec);
         if (index < 0 || index >= config.NumExperts)
             throw new ArgumentException($"expert index {index} is out of range; layer \"{layer}\" has experts 0..{config.NumExperts - 1}");
+        await BuildModel(newSpec);
+        version = 0;
+        await WriteCheckpoint(); // version 0, so that a lost expert comes back without its router
+        return Placement;
+    }
+
+    private async Task BuildModel(LayerSpec newSpec)
+    {
+        var config = LayerSpecMapping.ToConfig(newSpec);
         var seed = LayerSeeds.Expert(newSpec.Seed, layer, index);
+        var target = new Device(device);
         (expert, optimizer, parameters) = await queue.RunAsync(() =>
         {
-            var ffn = ExpertFfn.Create(config, seed, new Device(device));
+            var ffn = ExpertFfn.Create(config, seed, target);
             var computation = new ExpertComputation(ffn, LayerSpecMapping.BackwardMode(newSpec));
             var ps = ffn.parameters().ToArray();
             return (computation, OptimizerFactory.Create(newSpec.Optimizer, ps), ps);
         });
         spec = newSpec;
+        expiryTimer?.Dispose();
         var period = TimeSpan.FromTicks(Math.Max(TimeSpan.FromMilliseconds(100).Ticks, newSpec.SavedForwardTimeout.Ticks / 4));
-        this.RegisterGrainTimer(ExpireSavedForwards, new GrainTimerCreationOptions(period, period) { Interleave = true });
-        return Placement;
+        expiryTimer = this.RegisterGrainTimer(ExpireSavedForwards, new GrainTimerCreationOptions(period, period) { Interleave = true });
+    }
+
+    private async Task DisposeModel()
+    {
+        if (expert is null) return;
+        var e = expert; var o = optimizer;
+        expert = null; optimizer = null; parameters = [];
+        await queue.RunAsync(() => { o?.Dispose(); e.Dispose(); });
+    }
+
+    /// <summary>Loads version <paramref name="target"/> of this expert's checkpoint: spec, weights and optimizer state.</summary>
+    private async Task LoadCheckpoint(long target)
+    {
+        var bytes = await store.ReadAsync(CheckpointKey, target)
+            ?? throw new InvalidOperationException($"expert {Name} has no checkpoint of version {target}; the store keeps only the two newest");
+        var record = CheckpointCodec.Decode(bytes, CheckpointKey, target, CheckpointRecord.ExpertKind, layer, index);
+        var recordSpec = CheckpointCodec.DecodeSpec(record);
+        if (spec is null || spec != recordSpec || expert is null)
+        {
+            await DisposeModel();
+            await BuildModel(recordSpec);
+        }
+        var e = expert!; var o = optimizer!; var owner = $"expert {Name}";
+        await queue.RunAsync(() =>
+        {
+            foreach (var id in e.PendingIds()) e.Discard(id);
+            ModelState.Restore(e.Ffn.named_parameters(), record.Weights, owner);
+            ModelState.RestoreOptimizer(o, record.OptimizerState, owner);
+            ModelState.ZeroGradients(e.Ffn.parameters());
+        });
+        version = record.Version;
+    }
+
+    private async Task WriteCheckpoint()
+    {
+        var (s, e) = Ready();
+        var o = optimizer!;
+        var at = version;
+        var record = await queue.RunAsync(() => new CheckpointRecord
+        {
+            Kind = CheckpointRecord.ExpertKind,
+            Layer = layer,
+            Index = index,
+            Version = at,
+            SpecJson = CheckpointCodec.EncodeSpec(s),
+            Weights = ModelState.Capture(e.Ffn.named_parameters()),
+            OptimizerState = ModelState.CaptureOptimizer(o),
+        });
+        await store.WriteAsync(CheckpointKey, at, CheckpointCodec.Encode(record));
     }
 
     private async Task ExpireSavedForwards()
@@ -93,13 +167,13 @@ public sealed class ExpertGrain(
         if (freed > 0)
         {
             expiredForwards += freed;
-            logger.LogWarning("Expert {Expert} freed {Count} saved forward(s) whose backward did not come within {Timeout}", Key, freed, timeout);
+            logger.LogWarning("Expert {Expert} freed {Count} saved forward(s) whose backward did not come within {Timeout}", Name, freed, timeout);
         }
     }
 
     private (LayerSpec Spec, ExpertComputation Expert) Ready() =>
         spec is not null && expert is not null ? (spec, expert)
-        : throw new InvalidOperationException($"expert {Key} is not initialised; create layer \"{layer}\" through its router first");
+        : throw new InvalidOperationException($"expert {Name} is not initialised; create layer \"{layer}\" through its router first");
 
     public async Task<TensorPayload> Forward(long batchId, TensorPayload x, bool train)
     {
@@ -146,10 +220,10 @@ public sealed class ExpertGrain(
 
     public async Task<long> Step(long stepId, double gradScale)
     {
-        Ready();
+        var (s, _) = Ready();
         if (stepId <= version) return version; // already applied: a repeated call changes nothing
         if (stepId != version + 1)
-            throw new InvalidOperationException($"step {stepId} cannot be applied to expert {Key} at version {version}; steps are applied in order, next is {version + 1}");
+            throw new InvalidOperationException($"step {stepId} cannot be applied to expert {Name} at version {version}; steps are applied in order, next is {version + 1}");
         if (!double.IsFinite(gradScale) || gradScale <= 0)
             throw new ArgumentException($"gradient scale is {gradScale}; expected a finite number > 0");
         var o = optimizer!; var ps = parameters;
@@ -157,7 +231,60 @@ public sealed class ExpertGrain(
         await queue.RunAsync(() => OptimizerFactory.Step(o, ps, gradScale));
         computeTime += watch.Elapsed;
         version = stepId;
+        if (version % s.CheckpointEvery == 0) await WriteCheckpoint();
         return version;
+    }
+
+    public async Task<long> ResetTo(long target)
+    {
+        Ready();
+        if (target > version)
+            throw new InvalidOperationException($"expert {Name} is at version {version} and cannot be brought forward to {target}; only its router's replay can");
+        if (target < version)
+        {
+            logger.LogWarning("Expert {Expert} rolls back from version {Version} to {Target}: its layer never committed the steps between", Name, version, target);
+            await LoadCheckpoint(target);
+            return version;
+        }
+        var e = expert!; var ps = parameters;
+        await queue.RunAsync(() =>
+        {
+            foreach (var id in e.PendingIds()) e.Discard(id);
+            ModelState.ZeroGradients(ps);
+        });
+        return version;
+    }
+
+    public async Task<long> ImportWeights(long stepId, NamedTensor[] weights)
+    {
+        var (s, e) = Ready();
+        if (stepId <= version) return version;
+        if (stepId != version + 1)
+            throw new InvalidOperationException($"import as step {stepId} cannot be applied to expert {Name} at version {version}; next is {version + 1}");
+        var prefix = $"experts.{index}.";
+        var records = weights.Select(w => new TensorRecord { Name = w.Name[prefix.Length..], DType = w.Value.DType, Shape = w.Value.Shape, Data = w.Value.Data }).ToArray();
+        var owner = $"expert {Name}";
+        var ps = parameters;
+        var fresh = await queue.RunAsync(() =>
+        {
+            ModelState.Restore(e.Ffn.named_parameters(), records, owner);
+            ModelState.ZeroGradients(ps);
+            return OptimizerFactory.Create(s.Optimizer, ps);
+        });
+        var old = optimizer;
+        optimizer = fresh;
+        if (old is not null) await queue.RunAsync(old.Dispose);
+        version = stepId;
+        await WriteCheckpoint();
+        return version;
+    }
+
+    public async Task Delete()
+    {
+        await store.DeleteAsync(CheckpointKey);
+        await DisposeModel();
+        spec = null;
+        DeactivateOnIdle();
     }
 
     public Task<ExpertStats> GetStats() => Task.FromResult(new ExpertStats

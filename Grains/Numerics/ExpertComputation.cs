@@ -103,6 +103,9 @@ public sealed class ExpertComputation : IDisposable
         }
     }
 
+    /// <summary>The batch ids with a saved forward.</summary>
+    public long[] PendingIds() { lock (gate) return saved.Keys.ToArray(); }
+
     /// <summary>Frees the saved forward of a batch whose backward will not come. False when there was none.</summary>
     public bool Discard(long batchId)
     {

@@ -39,6 +39,8 @@ public sealed class SlotLedger
         return device;
     }
 
+    public void Renew(string expert, SiloAddress silo, string device) => leases[expert] = new Lease(silo, device);
+
     public void Release(string expert, SiloAddress silo)
     {
         if (leases.TryGetValue(expert, out var lease) && lease.Silo.Equals(silo)) leases.Remove(expert);

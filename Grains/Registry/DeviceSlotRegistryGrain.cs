@@ -19,6 +19,12 @@ public sealed class DeviceSlotRegistryGrain(ILogger<DeviceSlotRegistryGrain> log
     public Task<string> Claim(string expert, SiloSlots local, SiloSlots[] liveSilos) =>
         Task.FromResult(ledger.Claim(expert, local, liveSilos));
 
+    public Task Renew(string expert, SiloAddress silo, string device)
+    {
+        ledger.Renew(expert, silo, device);
+        return Task.CompletedTask;
+    }
+
     public Task Release(string expert, SiloAddress silo)
     {
         ledger.Release(expert, silo);

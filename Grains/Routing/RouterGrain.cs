@@ -1,4 +1,6 @@
 using Microsoft.Extensions.Logging;
+using System.Text.RegularExpressions;
+using MoeCluster.Grains.Checkpoints;
 using MoeCluster.Grains.Compute;
 using MoeCluster.Grains.Numerics;
 using MoeCluster.Grains.Placement;
@@ -13,12 +15,15 @@ namespace MoeCluster.Grains.Routing;
 /// The router of one layer (key: the layer's name). Reentrant, so that micro-batches overlap:
 /// while one waits for its experts, another is routed. Tensor work runs on the CPU compute
 /// queue; the weights are read by forwards and backwards and written only by a step, which a
-/// <see cref="GrainReaderWriterGate"/> keeps apart.
+/// <see cref="GrainReaderWriterGate"/> keeps apart. It checkpoints the gate at the layer's
+/// checkpoint steps, after every expert's checkpoint of that step is durable, so its own newest
+/// checkpoint is the layer's newest durable version.
 /// </summary>
 [Reentrant, KeepAlive]
-public sealed class RouterGrain(
+public sealed partial class RouterGrain(
     ComputeQueues queues,
     IClusterSlotView slots,
+    ICheckpointStore store,
     ILogger<RouterGrain> logger) : Grain, IMoeRouterGrain
 {
     private const string Device = "cpu";
@@ -35,12 +40,25 @@ public sealed class RouterGrain(
     private IMoeExpertGrain[] experts = [];
     private Task<LayerStats>? creating;
     private long version;
-    private (long Id, Task<long> Task)? runningStep;
+    private long durableVersion;
+    private (long Id, Task<StepResult> Task)? runningStep;
+    private IGrainTimer? expiryTimer;
+
+    // Set when the router came back from a checkpoint: its experts may be ahead of it (a step it
+    // never committed) or hold state of micro-batches it no longer knows, so the first call
+    // brings them level before anything else runs.
+    private bool reconciled = true;
+    private Task? reconciling;
+    private readonly string epoch = Guid.NewGuid().ToString("N");
 
     private long microBatches, expiredBatches;
     private long[] routedTotals = [], droppedTotals = [];
 
     private string Layer => this.GetPrimaryKeyString();
+    private string CheckpointKey => CheckpointCodec.RouterKey(Layer);
+
+    [GeneratedRegex("^[A-Za-z0-9._-]{1,128}$")]
+    private static partial Regex LayerName();
 
     /// <summary>A training forward waiting for its backward: the routing and the experts' outputs, for the gate gradient.</summary>
     private sealed class PendingBatch(RouterForward routing, Tensor?[] outputs, TensorDType inputType) : IDisposable
@@ -57,18 +75,107 @@ public sealed class RouterGrain(
         }
     }
 
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        var versions = await store.ListVersionsAsync(CheckpointKey, cancellationToken);
+        if (versions.Length == 0) return;
+        await LoadCheckpoint(versions[^1]);
+        durableVersion = version;
+        reconciled = false;
+        logger.LogInformation("Router of layer {Layer} activated on silo {Silo}; restored version {Version} from its checkpoint",
+            Layer, slots.Local.Silo, version);
+    }
+
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
-        var batches = pending.Values.OfType<PendingBatch>().ToList();
-        pending.Clear();
+        await DiscardPending();
         var r = router; var o = optimizer;
         await queue.RunAsync(() =>
         {
-            foreach (var b in batches) b.Dispose();
             o?.Dispose();
             r?.Dispose();
         });
     }
+
+    private async Task DiscardPending()
+    {
+        var batches = pending.Values.OfType<PendingBatch>().ToList();
+        pending.Clear();
+        if (batches.Count > 0) await queue.RunAsync(() => { foreach (var b in batches) b.Dispose(); });
+    }
+
+    /// <summary>Makes the layer's fields describe <paramref name="newSpec"/>, with a fresh router if needed.</summary>
+    private async Task Install(LayerSpec newSpec)
+    {
+        if (spec == newSpec && router is not null) return;
+        var newConfig = LayerSpecMapping.ToConfig(newSpec);
+        var gateSeed = LayerSeeds.Gate(newSpec.Seed, Layer);
+        var old = (router, optimizer);
+        (router, optimizer) = await queue.RunAsync(() =>
+        {
+            old.optimizer?.Dispose();
+            old.router?.Dispose();
+            var r = new TopKRouter(newConfig, gateSeed);
+            return (r, OptimizerFactory.Create(newSpec.Optimizer, [r.GateWeight]));
+        });
+        (spec, config) = (newSpec, newConfig);
+        experts = Enumerable.Range(0, newConfig.NumExperts).Select(e => GrainFactory.GetGrain<IMoeExpertGrain>(e, Layer)).ToArray();
+        routedTotals = new long[newConfig.NumExperts];
+        droppedTotals = new long[newConfig.NumExperts];
+        expiryTimer?.Dispose();
+        var period = TimeSpan.FromTicks(Math.Max(TimeSpan.FromMilliseconds(100).Ticks, newSpec.SavedForwardTimeout.Ticks / 4));
+        expiryTimer = this.RegisterGrainTimer(ExpireBatches, new GrainTimerCreationOptions(period, period) { Interleave = true });
+    }
+
+    private async Task LoadCheckpoint(long target)
+    {
+        var bytes = await store.ReadAsync(CheckpointKey, target)
+            ?? throw new InvalidOperationException($"layer \"{Layer}\" has no router checkpoint of version {target}; the store keeps only the two newest");
+        var record = CheckpointCodec.Decode(bytes, CheckpointKey, target, CheckpointRecord.RouterKind, Layer, -1);
+        await Install(CheckpointCodec.DecodeSpec(record));
+        var r = router!; var o = optimizer!; var owner = $"the router of layer \"{Layer}\"";
+        await queue.RunAsync(() =>
+        {
+            ModelState.Restore([("gate", r.GateWeight)], record.Weights, owner);
+            ModelState.RestoreOptimizer(o, record.OptimizerState, owner);
+            ModelState.ZeroGradients([r.GateWeight]);
+        });
+        version = record.Version;
+    }
+
+    private async Task WriteCheckpoint()
+    {
+        var (s, _, r) = Ready();
+        var o = optimizer!;
+        var at = version;
+        var record = await queue.RunAsync(() => new CheckpointRecord
+        {
+            Kind = CheckpointRecord.RouterKind,
+            Layer = Layer,
+            Version = at,
+            SpecJson = CheckpointCodec.EncodeSpec(s),
+            Weights = ModelState.Capture([("gate", r.GateWeight)]),
+            OptimizerState = ModelState.CaptureOptimizer(o),
+        });
+        await store.WriteAsync(CheckpointKey, at, CheckpointCodec.Encode(record));
+    }
+
+    private Task EnsureReconciled() => reconciled ? Task.CompletedTask : reconciling ??= Reconcile();
+
+    private async Task Reconcile()
+    {
+        try
+        {
+            await Task.WhenAll(experts.Select(e => e.ResetTo(version)));
+            reconciled = true;
+        }
+        finally
+        {
+            reconciling = null;
+        }
+    }
+
+    public Task<string> GetEpoch() => Task.FromResult(epoch);
 
     public Task<LayerSpec?> GetSpec() => Task.FromResult(spec);
 
@@ -88,32 +195,17 @@ public sealed class RouterGrain(
 
     private async Task<LayerStats> CreateLayer(LayerSpec newSpec)
     {
+        if (!LayerName().IsMatch(Layer))
+            throw new ArgumentException($"layer name \"{Layer}\" is not valid; expected 1 to 128 of the characters A-Z a-z 0-9 . _ -");
         var newConfig = LayerSpecMapping.ToConfig(newSpec);
         await GrainFactory.GetGrain<IDeviceSlotRegistryGrain>(0)
             .EnsureFree(newConfig.NumExperts, $"layer \"{Layer}\" with {newConfig.NumExperts} experts", slots.LiveSilos());
-        var gateSeed = LayerSeeds.Gate(newSpec.Seed, Layer);
-        var (newRouter, newOptimizer) = await queue.RunAsync(() =>
-        {
-            var r = new TopKRouter(newConfig, gateSeed);
-            return (r, OptimizerFactory.Create(newSpec.Optimizer, [r.GateWeight]));
-        });
         var newExperts = Enumerable.Range(0, newConfig.NumExperts)
             .Select(e => GrainFactory.GetGrain<IMoeExpertGrain>(e, Layer)).ToArray();
-        ExpertPlacement[] placements;
-        try
-        {
-            placements = await Task.WhenAll(newExperts.Select(e => e.Initialize(newSpec)));
-        }
-        catch
-        {
-            await queue.RunAsync(() => { newOptimizer.Dispose(); newRouter.Dispose(); });
-            throw;
-        }
-        (spec, config, router, optimizer, experts) = (newSpec, newConfig, newRouter, newOptimizer, newExperts);
-        routedTotals = new long[newConfig.NumExperts];
-        droppedTotals = new long[newConfig.NumExperts];
-        var period = TimeSpan.FromTicks(Math.Max(TimeSpan.FromMilliseconds(100).Ticks, newSpec.SavedForwardTimeout.Ticks / 4));
-        this.RegisterGrainTimer(ExpireBatches, new GrainTimerCreationOptions(period, period) { Interleave = true });
+        var placements = await Task.WhenAll(newExperts.Select(e => e.Initialize(newSpec)));
+        await Install(newSpec);
+        version = durableVersion = 0;
+        await WriteCheckpoint(); // the layer exists once its router's version 0 is durable
         logger.LogInformation("Layer {Layer} created: {Experts} experts, top-{K}, on {Silos} silo(s)",
             Layer, newConfig.NumExperts, newConfig.TopK, placements.Select(p => p.Silo).Distinct().Count());
         return await GetStats();
@@ -127,6 +219,7 @@ public sealed class RouterGrain(
     {
         var (s, c, r) = Ready();
         CheckPayload(x, c.DModel, "x");
+        await EnsureReconciled();
         if (train && !pending.TryAdd(batchId, null))
             throw new InvalidOperationException($"batch {batchId} is already in flight on layer \"{Layer}\"; run its backward (or discard it) before reusing the id");
         RouterForward? routing = null;
@@ -167,7 +260,7 @@ public sealed class RouterGrain(
                 droppedTotals[e] += routing.Stats.Dropped[e];
             }
             var result = new LayerForwardResult(y, routing.AuxLoss, routing.LoadBalancingLoss, routing.ZLoss,
-                new RoutingSummary(routing.Stats.Tokens, routing.Stats.Capacity, routing.Stats.Routed, routing.Stats.Dropped));
+                new RoutingSummary(routing.Stats.Tokens, routing.Stats.Capacity, routing.Stats.Routed, routing.Stats.Dropped), epoch);
             if (train)
             {
                 pending[batchId] = new PendingBatch(routing, outputs, x.DType);
@@ -240,13 +333,14 @@ public sealed class RouterGrain(
         }
     }
 
-    public Task<long> Step(long stepId)
+    public async Task<StepResult> Step(long stepId)
     {
         Ready();
-        if (stepId <= version) return Task.FromResult(version); // already applied
+        await EnsureReconciled();
+        if (stepId <= version) return new StepResult(version, durableVersion); // already applied
         if (runningStep is { } running)
         {
-            if (running.Id == stepId) return running.Task;      // the same step, asked twice at once
+            if (running.Id == stepId) return await running.Task; // the same step, asked twice at once
             throw new InvalidOperationException($"step {stepId} cannot start on layer \"{Layer}\" while step {running.Id} is being applied");
         }
         if (stepId != version + 1)
@@ -257,10 +351,10 @@ public sealed class RouterGrain(
                 $"(ids {string.Join(", ", pending.Keys.Order().Take(8))}); run their backward or discard them first");
         var task = ApplyStep(stepId);
         runningStep = (stepId, task);
-        return task;
+        return await task;
     }
 
-    private async Task<long> ApplyStep(long stepId)
+    private async Task<StepResult> ApplyStep(long stepId)
     {
         try
         {
@@ -273,17 +367,110 @@ public sealed class RouterGrain(
                 var gateNorm = await queue.RunAsync(() => OptimizerFactory.GradientSquaredNorm([r.GateWeight]));
                 scale = OptimizerFactory.ClipScale(s.Optimizer.MaxGradNorm, expertNorms.Sum() + gateNorm);
             }
+            // Experts step and, at a checkpoint step, make their checkpoints durable before they answer.
             await Task.WhenAll(experts.Select(e => e.Step(stepId, scale)));
             var o = optimizer!;
             await queue.RunAsync(() => OptimizerFactory.Step(o, [r.GateWeight], scale));
             version = stepId;
-            logger.LogDebug("Layer {Layer} applied step {Step} (gradient scale {Scale})", Layer, stepId, scale);
-            return version;
+            if (stepId % s.CheckpointEvery == 0)
+            {
+                await WriteCheckpoint(); // last: the router's checkpoint is what makes the step durable
+                durableVersion = stepId;
+            }
+            logger.LogDebug("Layer {Layer} applied step {Step} (gradient scale {Scale}, durable {Durable})", Layer, stepId, scale, durableVersion);
+            return new StepResult(version, durableVersion);
         }
         finally
         {
             runningStep = null;
         }
+    }
+
+    public async Task<long> Recover()
+    {
+        Ready();
+        using var writing = await weights.WriteAsync();
+        var dropped = pending.Count;
+        await DiscardPending();
+        var from = version;
+        if (version > durableVersion) await LoadCheckpoint(durableVersion);
+        else
+        {
+            var r = router!;
+            await queue.RunAsync(() => ModelState.ZeroGradients([r.GateWeight]));
+        }
+        // Lost experts reactivate elsewhere from their checkpoints here; survivors drop their
+        // gradients and saved forwards, or roll back a step the layer never committed.
+        await Task.WhenAll(experts.Select(e => e.ResetTo(durableVersion)));
+        version = durableVersion;
+        reconciled = true;
+        logger.LogWarning("Layer {Layer} recovered: version {From} → durable version {Version}, {Dropped} micro-batch(es) in flight dropped",
+            Layer, from, version, dropped);
+        return version;
+    }
+
+    public async Task<long> ImportWeights(NamedTensor[] imported)
+    {
+        var (_, c, r) = Ready();
+        await EnsureReconciled();
+        using var writing = await weights.WriteAsync();
+        if (pending.Count > 0)
+            throw new InvalidOperationException($"layer \"{Layer}\" has {pending.Count} micro-batch(es) in flight; import weights at a step boundary");
+        var current = await Task.WhenAll(experts.Select(e => e.GetWeights()));
+        var expected = current.SelectMany(w => w).Prepend(new NamedTensor("gate", TensorWire.ToPayload(r.GateWeight)))
+            .ToDictionary(w => w.Name, w => w.Value);
+        var byName = new Dictionary<string, TensorPayload>();
+        foreach (var w in imported)
+        {
+            if (!expected.TryGetValue(w.Name, out var like))
+                throw new ArgumentException($"imported tensor \"{w.Name}\" is not a weight of layer \"{Layer}\"; expected gate and experts.0..{c.NumExperts - 1}.*");
+            if (!w.Value.Shape.SequenceEqual(like.Shape))
+                throw new ArgumentException($"imported tensor \"{w.Name}\" has shape [{string.Join(", ", w.Value.Shape)}]; expected [{string.Join(", ", like.Shape)}]");
+            if (!byName.TryAdd(w.Name, w.Value.DType == like.DType ? w.Value : Convert(w.Value, like.DType)))
+                throw new ArgumentException($"imported tensor \"{w.Name}\" appears twice");
+        }
+        var missing = expected.Keys.Where(k => !byName.ContainsKey(k)).Order().ToList();
+        if (missing.Count > 0)
+            throw new ArgumentException($"the import lacks {missing.Count} weight(s) of layer \"{Layer}\": {string.Join(", ", missing.Take(8))}");
+        var stepId = version + 1;
+        await Task.WhenAll(experts.Select((e, i) =>
+            e.ImportWeights(stepId, byName.Where(w => w.Key.StartsWith($"experts.{i}.")).Select(w => new NamedTensor(w.Key, w.Value)).ToArray())));
+        var spec0 = spec!;
+        optimizer = await queue.RunAsync(() =>
+        {
+            optimizer?.Dispose();
+            ModelState.Restore([("gate", r.GateWeight)], [ToRecord("gate", byName["gate"])], $"the router of layer \"{Layer}\"");
+            ModelState.ZeroGradients([r.GateWeight]);
+            return OptimizerFactory.Create(spec0.Optimizer, [r.GateWeight]);
+        });
+        version = stepId;
+        await WriteCheckpoint();
+        durableVersion = stepId;
+        logger.LogInformation("Layer {Layer} imported {Count} weight tensors as version {Version}", Layer, byName.Count, version);
+        return version;
+    }
+
+    private static TensorRecord ToRecord(string name, TensorPayload p) => new() { Name = name, DType = p.DType, Shape = p.Shape, Data = p.Data };
+
+    private static TensorPayload Convert(TensorPayload p, TensorDType to)
+    {
+        using var t = TensorWire.FromPayload(p);
+        return TensorWire.ToPayload(t, to);
+    }
+
+    public async Task Delete()
+    {
+        Ready();
+        using var writing = await weights.WriteAsync();
+        await DiscardPending();
+        await Task.WhenAll(experts.Select(e => e.Delete()));
+        await store.DeleteAsync(CheckpointKey);
+        var r = router; var o = optimizer;
+        (spec, config, router, optimizer, experts) = (null, null, null, null, []);
+        expiryTimer?.Dispose();
+        await queue.RunAsync(() => { o?.Dispose(); r?.Dispose(); });
+        logger.LogInformation("Layer {Layer} deleted", Layer);
+        DeactivateOnIdle();
     }
 
     public async Task Discard(long batchId)

@@ -22,10 +22,20 @@ public class SiloProcessTests
     {
         var ports = SiloProcess.FreePorts(4);
         var clusterId = $"test-{Guid.NewGuid():N}";
-        await using var first = await SiloProcess.StartAsync($"--primary-port {ports[0]} --cluster-id {clusterId} --devices cpu --experts-per-device 4", ports[0], ports[1]);
-        await using var second = await SiloProcess.StartAsync($"--primary-port {ports[0]} --cluster-id {clusterId} --devices cpu --experts-per-device 4", ports[2], ports[3]);
-        await using var client = await MoeClusterClient.ConnectAsync(new MoeClientOptions { ClusterId = clusterId, GatewayPorts = [ports[1], ports[3]] });
-        await TrainAndCheck(client, first, second);
+        var store = Directory.CreateTempSubdirectory("moe-test-store-").FullName;
+        await using var first = await SiloProcess.StartAsync($"--primary-port {ports[0]} --cluster-id {clusterId} --store {store} --devices cpu --experts-per-device 4", ports[0], ports[1]);
+        await using var second = await SiloProcess.StartAsync($"--primary-port {ports[0]} --cluster-id {clusterId} --store {store} --devices cpu --experts-per-device 4", ports[2], ports[3]);
+        try
+        {
+            await using var client = await MoeClusterClient.ConnectAsync(new MoeClientOptions { ClusterId = clusterId, GatewayPorts = [ports[1], ports[3]] });
+            await TrainAndCheck(client, first, second);
+        }
+        finally
+        {
+            await first.DisposeAsync();
+            await second.DisposeAsync();
+            Directory.Delete(store, recursive: true);
+        }
     }
 
     [Fact]
@@ -34,8 +44,9 @@ public class SiloProcessTests
         var ports = SiloProcess.FreePorts(4);
         var clusterId = $"test-{Guid.NewGuid():N}";
         var cluster = $"redis://{TestRedis.Address}";
-        await using var first = await SiloProcess.StartAsync($"--cluster {cluster} --cluster-id {clusterId} --devices cpu --experts-per-device 4", ports[0], ports[1]);
-        await using var second = await SiloProcess.StartAsync($"--cluster {cluster} --cluster-id {clusterId} --devices cpu --experts-per-device 4", ports[2], ports[3]);
+        // Checkpoints in Redis too: nothing of this cluster touches the local disk.
+        await using var first = await SiloProcess.StartAsync($"--cluster {cluster} --cluster-id {clusterId} --store {cluster} --devices cpu --experts-per-device 4", ports[0], ports[1]);
+        await using var second = await SiloProcess.StartAsync($"--cluster {cluster} --cluster-id {clusterId} --store {cluster} --devices cpu --experts-per-device 4", ports[2], ports[3]);
         await using var client = await MoeClusterClient.ConnectAsync(new MoeClientOptions { Cluster = cluster, ClusterId = clusterId });
         await TrainAndCheck(client, first, second);
     }

@@ -11,27 +11,33 @@ namespace MoeCluster.Cluster.Tests;
 /// </summary>
 public sealed class MoeTestCluster : IAsyncDisposable
 {
-    private MoeTestCluster(InProcessTestCluster cluster)
+    private MoeTestCluster(InProcessTestCluster cluster, string store)
     {
         Cluster = cluster;
+        Store = store;
         Client = MoeClusterClient.FromClusterClient(cluster.Client);
     }
+
+    /// <summary>The checkpoint directory the silos share; deleted with the cluster.</summary>
+    public string Store { get; }
 
     public InProcessTestCluster Cluster { get; }
     public MoeClusterClient Client { get; }
 
     public static async Task<MoeTestCluster> StartAsync(short silos, int expertsPerDevice, bool overcommit = false)
     {
+        var store = Directory.CreateTempSubdirectory("moe-test-store-").FullName;
         var builder = new InProcessTestClusterBuilder(silos);
         builder.ConfigureSilo((_, silo) => silo.AddMoeCluster(new MoeSiloOptions
         {
             Devices = "cpu",
             ExpertsPerDevice = expertsPerDevice,
             AllowOvercommit = overcommit,
+            Store = store,
         }));
         var cluster = builder.Build();
         await cluster.DeployAsync();
-        var result = new MoeTestCluster(cluster);
+        var result = new MoeTestCluster(cluster, store);
         await result.WaitForSlotsAsync(silos);
         return result;
     }
@@ -54,6 +60,7 @@ public sealed class MoeTestCluster : IAsyncDisposable
     {
         await Client.DisposeAsync();
         await Cluster.DisposeAsync();
+        Directory.Delete(Store, recursive: true);
     }
 }
 

@@ -1,0 +1,22 @@
+using Orleans.Networking.Shared;
+using Orleans.Runtime.Messaging;
+
+namespace MoeCluster.Client;
+
+/// <summary>
+/// Which failures mean "a silo (or the connection to it) was lost" — worth waiting out and
+/// replaying — as opposed to a refused call, which is the caller's to see.
+/// </summary>
+public static class TransientFailures
+{
+    public static bool IsTransient(Exception e) => e switch
+    {
+        AggregateException a => a.InnerExceptions.Any(IsTransient),
+        OrleansMessageRejectionException => true, // includes SiloUnavailableException
+        ConnectionFailedException or SocketConnectionException or GatewayTooBusyException => true,
+        ClientNotAvailableException => true,
+        TimeoutException => true,
+        OperationCanceledException => true, // the SDK's own cancellation: a gateway connection was lost
+        _ => e.InnerException is { } inner && IsTransient(inner),
+    };
+}

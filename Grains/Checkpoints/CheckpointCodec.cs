@@ -1,0 +1,41 @@
+using System.Text.Json;
+using MessagePack;
+
+namespace MoeCluster.Grains.Checkpoints;
+
+/// <summary>Encodes checkpoint records, and decodes them with every check that keeps versions from mixing.</summary>
+public static class CheckpointCodec
+{
+    public static string RouterKey(string layer) => $"layers/{layer}/router";
+    public static string ExpertKey(string layer, int index) => $"layers/{layer}/experts/{index}";
+
+    public static byte[] Encode(CheckpointRecord record) => MessagePackSerializer.Serialize(record);
+
+    public static string EncodeSpec(LayerSpec spec) => JsonSerializer.Serialize(spec);
+
+    public static LayerSpec DecodeSpec(CheckpointRecord record) =>
+        JsonSerializer.Deserialize<LayerSpec>(record.SpecJson)
+        ?? throw new CheckpointCorruptException($"checkpoint of {Describe(record)} has no layer spec");
+
+    /// <summary>Decodes the record stored as <paramref name="version"/> of <paramref name="key"/> and checks it is what the key says.</summary>
+    public static CheckpointRecord Decode(byte[] bytes, string key, long version, string kind, string layer, int index)
+    {
+        CheckpointRecord record;
+        try
+        {
+            record = MessagePackSerializer.Deserialize<CheckpointRecord>(bytes);
+        }
+        catch (MessagePackSerializationException e)
+        {
+            throw new CheckpointCorruptException($"checkpoint {key} version {version} cannot be decoded: {e.Message}");
+        }
+        if (record.Schema > CheckpointRecord.CurrentSchema)
+            throw new CheckpointCorruptException($"checkpoint {key} version {version} has schema {record.Schema}; this build reads schema ≤ {CheckpointRecord.CurrentSchema}");
+        if (record.Kind != kind || record.Layer != layer || record.Index != index || record.Version != version)
+            throw new CheckpointCorruptException(
+                $"checkpoint {key} version {version} holds {Describe(record)} at version {record.Version}; expected {kind} {index} of layer \"{layer}\"");
+        return record;
+    }
+
+    private static string Describe(CheckpointRecord r) => $"{r.Kind} {r.Index} of layer \"{r.Layer}\"";
+}

@@ -1,0 +1,38 @@
+using MessagePack;
+
+namespace MoeCluster.Grains.Checkpoints;
+
+/// <summary>One tensor of a checkpoint: raw row-major bytes with dtype and shape.</summary>
+[MessagePackObject]
+public sealed class TensorRecord
+{
+    [Key(0)] public string Name { get; set; } = "";
+    [Key(1)] public TensorDType DType { get; set; }
+    [Key(2)] public long[] Shape { get; set; } = [];
+    [Key(3)] public byte[] Data { get; set; } = [];
+}
+
+/// <summary>
+/// The checkpoint of a router or an expert at one version (steps applied): the layer's spec,
+/// the weights and the optimizer state. MessagePack with a schema number, so a newer build can
+/// read an older record and an older build refuses a newer one instead of misreading it.
+/// </summary>
+[MessagePackObject]
+public sealed class CheckpointRecord
+{
+    public const int CurrentSchema = 1;
+    public const string RouterKind = "router";
+    public const string ExpertKind = "expert";
+
+    [Key(0)] public int Schema { get; set; } = CurrentSchema;
+    [Key(1)] public string Kind { get; set; } = "";
+    [Key(2)] public string Layer { get; set; } = "";
+    /// <summary>The expert's index; −1 for the router.</summary>
+    [Key(3)] public int Index { get; set; } = -1;
+    [Key(4)] public long Version { get; set; }
+    /// <summary>The <see cref="LayerSpec"/> as JSON: readable by tools, and immune to field reordering.</summary>
+    [Key(5)] public string SpecJson { get; set; } = "";
+    [Key(6)] public TensorRecord[] Weights { get; set; } = [];
+    /// <summary>TorchSharp's own optimizer state stream (moments and step counts).</summary>
+    [Key(7)] public byte[] OptimizerState { get; set; } = [];
+}

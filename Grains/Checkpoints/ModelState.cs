@@ -1,0 +1,73 @@
+using MoeCluster.Grains.Numerics;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace MoeCluster.Grains.Checkpoints;
+
+/// <summary>Copies parameters and optimizer state to checkpoint records and back, bit for bit.</summary>
+public static class ModelState
+{
+    public static TensorRecord[] Capture(IEnumerable<(string Name, Parameter Parameter)> parameters) =>
+        parameters.Select(p =>
+        {
+            var payload = TensorWire.ToPayload(p.Parameter);
+            return new TensorRecord { Name = p.Name, DType = payload.DType, Shape = payload.Shape, Data = payload.Data };
+        }).ToArray();
+
+    /// <summary>Overwrites each parameter with its record; names, shapes and dtypes must match exactly.</summary>
+    public static void Restore(IEnumerable<(string Name, Parameter Parameter)> parameters, IReadOnlyList<TensorRecord> records, string owner)
+    {
+        var byName = records.ToDictionary(r => r.Name);
+        var targets = parameters.ToList();
+        if (byName.Count != targets.Count || targets.Any(t => !byName.ContainsKey(t.Name)))
+            throw new CheckpointCorruptException(
+                $"checkpoint of {owner} has tensors [{string.Join(", ", byName.Keys.Order())}]; expected [{string.Join(", ", targets.Select(t => t.Name).Order())}]");
+        using var noGrad = no_grad();
+        foreach (var (name, parameter) in targets)
+        {
+            var r = byName[name];
+            using var value = TensorWire.FromPayload(new TensorPayload(r.Shape, r.DType, r.Data));
+            if (!value.shape.SequenceEqual(parameter.shape) || value.dtype != parameter.dtype)
+                throw new CheckpointCorruptException(
+                    $"checkpoint of {owner} has {name} as [{string.Join(", ", value.shape)}] {value.dtype}; expected [{string.Join(", ", parameter.shape)}] {parameter.dtype}");
+            parameter.copy_(value);
+        }
+    }
+
+    public static byte[] CaptureOptimizer(optim.Optimizer optimizer)
+    {
+        using var stream = new MemoryStream();
+        using (var writer = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true))
+            Stateful(optimizer).save_state_dict(writer);
+        return stream.ToArray();
+    }
+
+    public static void RestoreOptimizer(optim.Optimizer optimizer, byte[] state, string owner)
+    {
+        try
+        {
+            using var reader = new BinaryReader(new MemoryStream(state));
+            Stateful(optimizer).load_state_dict(reader);
+        }
+        catch (Exception e) when (e is InvalidDataException or ArgumentException or EndOfStreamException)
+        {
+            throw new CheckpointCorruptException($"checkpoint of {owner} has an optimizer state that does not fit: {e.Message}");
+        }
+    }
+
+    // AdamW and SGD both derive from OptimizerHelper, which is where TorchSharp keeps state streaming.
+    private static OptimizerHelper Stateful(optim.Optimizer optimizer) => optimizer as OptimizerHelper
+        ?? throw new NotSupportedException($"optimizer {optimizer.GetType().Name} cannot stream its state");
+
+    /// <summary>Sets every gradient to zero (the step's accumulation starts over).</summary>
+    public static void ZeroGradients(IEnumerable<Parameter> parameters)
+    {
+        using var noGrad = no_grad();
+        foreach (var p in parameters)
+        {
+            using var grad = p.grad;
+            grad?.zero_();
+        }
+    }
+}

@@ -1,0 +1,24 @@
+using Orleans.Concurrency;
+
+namespace MoeCluster.Grains.Routing;
+
+/// <summary>See <see cref="IMoeLayerGateway"/>: forwards to the router from the client's gateway silo.</summary>
+[StatelessWorker]
+public sealed class LayerGatewayGrain : Grain, IMoeLayerGateway
+{
+    private IMoeRouterGrain Router => GrainFactory.GetGrain<IMoeRouterGrain>(this.GetPrimaryKeyString());
+
+    public Task<LayerForwardResult> Forward(long batchId, TensorPayload x, bool train, CancellationToken cancellationToken) =>
+        Router.Forward(batchId, x, train);
+
+    public Task<TensorPayload> Backward(long batchId, TensorPayload dy, double auxGrad, CancellationToken cancellationToken) =>
+        Router.Backward(batchId, dy, auxGrad);
+
+    public Task<StepResult> Step(long stepId, CancellationToken cancellationToken) => Router.Step(stepId);
+
+    public Task<long> Recover(CancellationToken cancellationToken) => Router.Recover();
+
+    public Task<string> GetEpoch(CancellationToken cancellationToken) => Router.GetEpoch();
+
+    public Task<long> GetVersion(CancellationToken cancellationToken) => Router.GetVersion();
+}

@@ -1,0 +1,50 @@
+using MoeCluster.Client;
+
+namespace MoeCluster.Client.Tests;
+
+/// <summary>
+/// Silo processes joined through the test Redis server, sharing a checkpoint directory of their
+/// own; stopped and deleted on dispose.
+/// </summary>
+public sealed class ProcessCluster : IAsyncDisposable
+{
+    private ProcessCluster(string clusterId, string store, List<SiloProcess> silos)
+    {
+        ClusterId = clusterId;
+        Store = store;
+        Silos = silos;
+    }
+
+    public string ClusterId { get; }
+    public string Store { get; }
+    public List<SiloProcess> Silos { get; }
+    public string Address => $"redis://{TestRedis.Address}";
+
+    public static async Task<ProcessCluster> StartAsync(int silos, string arguments)
+    {
+        var clusterId = $"test-{Guid.NewGuid():N}";
+        var store = Directory.CreateTempSubdirectory("moe-test-store-").FullName;
+        var ports = SiloProcess.FreePorts(2 * silos);
+        var started = await Task.WhenAll(Enumerable.Range(0, silos).Select(i => SiloProcess.StartAsync(
+            $"--cluster redis://{TestRedis.Address} --cluster-id {clusterId} --store {store} {arguments}", ports[2 * i], ports[2 * i + 1])));
+        return new ProcessCluster(clusterId, store, started.ToList());
+    }
+
+    public async Task<MoeClusterClient> Connect()
+    {
+        var client = await MoeClusterClient.ConnectAsync(new MoeClientOptions { Cluster = Address, ClusterId = ClusterId });
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while ((await client.GetSlotUsageAsync()).Where(u => u.Capacity > 0).Select(u => u.Silo).Distinct().Count() < Silos.Count)
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"{Silos.Count} silos did not see each other's slots within 30 s");
+            await Task.Delay(100);
+        }
+        return client;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var s in Silos) await s.DisposeAsync();
+        try { Directory.Delete(Store, recursive: true); } catch (IOException) { }
+    }
+}
