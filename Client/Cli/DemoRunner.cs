@@ -20,6 +20,13 @@ public sealed record DemoOptions
     public int DFF { get; init; } = 64;
     public long Seed { get; init; } = 1;
     public bool Json { get; init; }
+    /// <summary>Train against this running cluster instead of starting one in-process.</summary>
+    public MoeClientOptions? Cluster { get; init; }
+    public string Layer { get; init; } = "demo";
+    /// <summary>Write the trained layer as safetensors here when training ends.</summary>
+    public string? Export { get; init; }
+    /// <summary>Leave the layer in the cluster when the demo ends.</summary>
+    public bool Keep { get; init; }
 }
 
 /// <summary>What <c>./moe demo --json</c> prints.</summary>
@@ -47,14 +54,22 @@ public static class DemoRunner
         var console = options.Json ? AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) }) : AnsiConsole.Console;
         var watch = Stopwatch.StartNew();
 
-        console.MarkupLine($"[grey]starting {options.Silos} silo(s) in this process, {options.ExpertsPerDevice} expert slot(s) per device…[/]");
-        await using var cluster = await EmbeddedCluster.StartAsync(options.Silos, options.ExpertsPerDevice, cancellationToken);
-        await using var client = await MoeClusterClient.ConnectAsync(new MoeClientOptions
+        EmbeddedCluster? embedded = null;
+        MoeClientOptions connect;
+        if (options.Cluster is { } external)
         {
-            ClusterId = cluster.ClusterId,
-            GatewayPorts = cluster.GatewayPorts,
-        }, cancellationToken);
-        await WaitForSilosAsync(client, options.Silos, cancellationToken);
+            console.MarkupLine($"[grey]connecting to the cluster at {Markup.Escape(external.Cluster)} (id {Markup.Escape(external.ClusterId)})…[/]");
+            connect = external;
+        }
+        else
+        {
+            console.MarkupLine($"[grey]starting {options.Silos} silo(s) in this process, {options.ExpertsPerDevice} expert slot(s) per device…[/]");
+            embedded = await EmbeddedCluster.StartAsync(options.Silos, options.ExpertsPerDevice, cancellationToken);
+            connect = new MoeClientOptions { ClusterId = embedded.ClusterId, GatewayPorts = embedded.GatewayPorts };
+        }
+        await using var stopEmbedded = embedded;
+        await using var client = await MoeClusterClient.ConnectAsync(connect, cancellationToken);
+        if (embedded is not null) await WaitForSilosAsync(client, options.Silos, cancellationToken);
 
         var spec = new LayerSpec
         {
@@ -62,8 +77,14 @@ public static class DemoRunner
             CapacityFactor = 1.25, Seed = options.Seed,
             Optimizer = new OptimizerSpec { LearningRate = 3e-3 },
         };
-        var layer = await client.CreateLayerAsync("demo", spec);
-        console.MarkupLine($"[grey]layer \"demo\": {spec.NumExperts} experts, top-{spec.TopK}, d_model {spec.DModel}, d_ff {spec.DFF}[/]");
+        if (embedded is null && await client.Orleans.GetGrain<IMoeRouterGrain>(options.Layer).GetSpec() is not null)
+        {
+            // The demo's own layer, left by an earlier run (--keep, or a run that was stopped): start over.
+            console.MarkupLine($"[grey]deleting layer \"{Markup.Escape(options.Layer)}\" left by an earlier demo run…[/]");
+            await (await client.GetLayerAsync(options.Layer)).DeleteAsync();
+        }
+        var layer = await client.CreateLayerAsync(options.Layer, spec);
+        console.MarkupLine($"[grey]layer \"{Markup.Escape(options.Layer)}\": {spec.NumExperts} experts, top-{spec.TopK}, d_model {spec.DModel}, d_ff {spec.DFF}[/]");
 
         using var model = new DemoModel(layer, SyntheticTask.Vocabulary, SyntheticTask.Classes, options.Seed);
         using var optimizer = optim.AdamW(model.parameters(), lr: 3e-3);
@@ -122,6 +143,12 @@ public static class DemoRunner
             Console.WriteLine(JsonSerializer.Serialize(summary));
         else
             Report(console, losses, stats, summary);
+        if (options.Export is { } path)
+        {
+            var version = await ExportCommands.WriteAsync(layer, path);
+            console.MarkupLine($"exported layer \"{Markup.Escape(layer.Name)}\" at version {version} to {Markup.Escape(path)}");
+        }
+        if (embedded is null && !options.Keep) await layer.DeleteAsync();
         return summary;
     }
 

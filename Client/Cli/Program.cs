@@ -4,6 +4,8 @@ using MoeCluster.Cli;
 var root = new RootCommand("moe: the MoeCluster command-line tool. `./moe <command> --help` shows a command's options.")
 {
     DemoCommand.Create(),
+    ExportCommands.Export(),
+    ExportCommands.Import(),
 };
 try
 {

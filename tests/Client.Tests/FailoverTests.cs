@@ -31,7 +31,7 @@ public sealed class FailoverBaseline : IAsyncLifetime
 public class FailoverTests(FailoverBaseline baseline, ITestOutputHelper output) : IClassFixture<FailoverBaseline>
 {
     public const string LayerName = "failover";
-    public const int Steps = 5, MicroBatches = 2, KillStep = 3;
+    public const int Steps = 5, MicroBatches = 2, KillStep = 4;
 
     public static readonly LayerSpec Spec = new()
     {
@@ -57,14 +57,17 @@ public class FailoverTests(FailoverBaseline baseline, ITestOutputHelper output) 
     }
 
     [Theory]
-    [InlineData(Phase.Forward, true)]    // the router's silo dies as step 3's second forward starts
-    [InlineData(Phase.Backward, false)]  // an experts-only silo dies before step 3's first backward
-    [InlineData(Phase.Step, false)]      // an experts-only silo dies as step 3 is applied
-    public async Task A_silo_killed_mid_step_costs_no_exception_and_no_weight(Phase phase, bool routerSilo)
+    [InlineData(Phase.Forward, true, 1)]    // the router's silo dies as step 4's second forward starts
+    [InlineData(Phase.Backward, false, 1)]  // an experts-only silo dies before step 4's first backward
+    [InlineData(Phase.Step, false, 1)]      // an experts-only silo dies as step 4 is applied
+    [InlineData(Phase.Backward, true, 3)]   // checkpoints every 3 steps: version 3 is durable; step 4 is replayed…
+    [InlineData(Phase.Step, true, 2)]       // …and every 2: version 2 is durable; steps 3 and 4 are replayed
+    public async Task A_silo_killed_mid_step_costs_no_exception_and_no_weight(Phase phase, bool routerSilo, int checkpointEvery)
     {
         await using var cluster = await StartCluster();
         await using var client = await cluster.Connect();
-        var layer = await client.CreateLayerAsync(LayerName, Spec);
+        // The checkpoint interval changes when state is written, not the arithmetic: same weights as the baseline.
+        var layer = await client.CreateLayerAsync(LayerName, Spec with { CheckpointEvery = checkpointEvery });
         var stats = await layer.GetStatsAsync();
         var routerAt = stats.Router.Silo;
         var victim = cluster.Silos.First(s => routerSilo

@@ -1,0 +1,41 @@
+using System.CommandLine;
+using MoeCluster.Client;
+
+namespace MoeCluster.Cli;
+
+/// <summary>The options every command that talks to a running cluster shares: where it is, and its id.</summary>
+public sealed class ClusterConnection
+{
+    public Option<string> Cluster { get; } = new("--cluster")
+    {
+        Description = "Membership of the cluster to use: localhost (with --gateway-port) or redis://host:port",
+        DefaultValueFactory = _ => "localhost",
+    };
+
+    public Option<int[]> GatewayPorts { get; } = new("--gateway-port")
+    {
+        Description = "With localhost membership: gateway port(s) of the silos",
+        DefaultValueFactory = _ => [30000],
+        AllowMultipleArgumentsPerToken = true,
+    };
+
+    public Option<string> ClusterId { get; } = new("--cluster-id")
+    {
+        Description = "Orleans cluster id of the silos",
+        DefaultValueFactory = _ => new MoeClientOptions().ClusterId,
+    };
+
+    public void AddTo(Command command)
+    {
+        command.Options.Add(Cluster);
+        command.Options.Add(GatewayPorts);
+        command.Options.Add(ClusterId);
+    }
+
+    public MoeClientOptions Options(ParseResult parse) => new()
+    {
+        Cluster = parse.GetValue(Cluster)!,
+        GatewayPorts = parse.GetValue(GatewayPorts)!,
+        ClusterId = parse.GetValue(ClusterId)!,
+    };
+}
