@@ -58,6 +58,9 @@ public sealed class RemoteMoeLayer
     /// <summary>How long the last recovery took, from the failed call to the replayed state.</summary>
     public TimeSpan? LastRecoveryTime { get; private set; }
 
+    /// <summary>Micro-batches (forward, and backward where it had run) replayed by the last recovery.</summary>
+    public int LastReplayedMicroBatches { get; private set; }
+
     /// <summary>A fresh batch id, unique to this process.</summary>
     public static long NewBatchId() => Interlocked.Increment(ref nextBatchId);
 
@@ -174,7 +177,9 @@ public sealed class RemoteMoeLayer
             {
                 var result = await gateway.Step(stepId, Lost);
                 log.MarkApplied(stepId);
-                log.ForgetThrough(result.DurableVersion);
+                // One durable step more is kept: if that step's checkpoint turns out corrupt, the
+                // layer falls back one version and the step is replayed from here.
+                log.ForgetThrough(result.DurableVersion - 1);
                 version = result.Version;
                 return result.Version;
             }
@@ -219,7 +224,8 @@ public sealed class RemoteMoeLayer
             Recoveries++;
             LastRecoveryTime = DateTime.UtcNow - started;
             Interlocked.Increment(ref recoveryGeneration);
-            logger.LogWarning("Layer {Layer} recovered in {Seconds:F1} s (recovery {Count})", Name, LastRecoveryTime.Value.TotalSeconds, Recoveries);
+            logger.LogWarning("Layer {Layer} recovered in {Seconds:F1} s, replaying {Batches} micro-batch(es) (recovery {Count})",
+                Name, LastRecoveryTime.Value.TotalSeconds, LastReplayedMicroBatches, Recoveries);
         }
         finally
         {
@@ -229,9 +235,18 @@ public sealed class RemoteMoeLayer
 
     private async Task Replay(long durable)
     {
+        var reached = version ?? durable;
+        var retained = log.After(durable).Where(s => s.Applied).Select(s => s.StepId).ToHashSet();
+        var lost = Enumerable.Range(1, (int)Math.Max(0, reached - durable)).Select(i => durable + i).Where(s => !retained.Contains(s)).ToList();
+        if (lost.Count > 0)
+            throw new InvalidOperationException(
+                $"layer \"{Name}\" went back to version {durable}, but this client no longer holds the micro-batches of step(s) " +
+                $"{string.Join(", ", lost)}; the run cannot continue exactly from here");
         version = durable;
+        LastReplayedMicroBatches = 0;
         foreach (var (stepId, applied, forwards, backwards) in log.After(durable))
         {
+            LastReplayedMicroBatches += forwards.Count;
             foreach (var batch in forwards)
             {
                 var result = await gateway.Forward(batch.Id, batch.X, true, Lost);
@@ -302,7 +317,7 @@ public sealed class RemoteMoeLayer
         var named = weights.Select(w => new NamedTensor(w.Key, TensorWire.ToPayload(w.Value))).ToArray();
         var v = await router.ImportWeights(named);
         version = v;
-        log.ForgetThrough(v);
+        log.ForgetThrough(v - 1);
         return v;
     }
 

@@ -29,6 +29,7 @@ public interface IMoeExpertGrain : IGrainWithIntegerCompoundKey
     /// <summary>
     /// Brings the expert to <paramref name="version"/> with no accumulated gradient and no saved
     /// forward: it reloads that checkpoint when it is ahead (a step its layer never committed).
+    /// Returns the version it is at: lower than asked when its newer checkpoint was corrupt.
     /// </summary>
     Task<long> ResetTo(long version);
 

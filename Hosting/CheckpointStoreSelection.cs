@@ -1,6 +1,5 @@
 using MoeCluster.Grains.Checkpoints;
 using MoeCluster.Hosting.Checkpoints;
-using StackExchange.Redis;
 
 namespace MoeCluster.Hosting;
 
@@ -19,10 +18,9 @@ public static class CheckpointStoreSelection
         {
             var hostPort = s["redis://".Length..].TrimEnd('/');
             if (hostPort.Length == 0) throw new ArgumentException($"--store is '{store}'; expected a directory or redis://host:port");
-            // AbortOnConnectFail off: a silo that starts before Redis keeps retrying instead of failing.
-            var options = ConfigurationOptions.Parse(hostPort);
-            options.AbortOnConnectFail = false;
-            return new RedisCheckpointStore(ConnectionMultiplexer.Connect(options), $"moe:{clusterId}:ckpt");
+            // Connect now: a silo whose checkpoint store is unreachable must not start, rather than
+            // fail its first step. Once connected, the client reconnects by itself after an outage.
+            return RedisCheckpointStore.ConnectAsync(hostPort, $"moe:{clusterId}:ckpt").GetAwaiter().GetResult();
         }
         if (s.Contains("://"))
             throw new ArgumentException($"--store is '{store}'; expected a directory or redis://host:port");

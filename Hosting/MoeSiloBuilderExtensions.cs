@@ -17,6 +17,7 @@ public static class MoeSiloBuilderExtensions
     public static ISiloBuilder AddMoeCluster(this ISiloBuilder builder, MoeSiloOptions options)
     {
         var slots = DeviceInventory.Resolve(options.Devices, options.ExpertsPerDevice);
+        var store = CheckpointStoreSelection.Open(options.Store, options.ClusterId);
         var threads = options.TorchThreads > 0 ? options.TorchThreads : Environment.ProcessorCount;
         // Process-wide: every silo in the process shares libtorch's intra-op pool.
         torch.set_num_threads(threads);
@@ -27,7 +28,7 @@ public static class MoeSiloBuilderExtensions
             services.AddSingleton(new LocalDeviceSlots(slots, options.AllowOvercommit));
             services.AddSingleton<IClusterSlotView, ClusterSlotView>();
             services.AddSingleton(_ => new ComputeQueues(threads));
-            services.AddSingleton(sp => CheckpointStoreSelection.Open(options.Store, options.ClusterId));
+            services.AddSingleton(store);
         });
         return builder;
     }

@@ -61,6 +61,12 @@ public static class SiloCommand
                 Console.Error.WriteLine($"moe silo: {e.Message}");
                 return 2;
             }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                // Membership or checkpoint store out of reach, a port taken: one line, not a stack trace.
+                Console.Error.WriteLine($"moe silo: cannot start: {e.GetBaseException().Message}");
+                return 1;
+            }
         });
         return command;
     }

@@ -37,6 +37,9 @@ public sealed class ExpertGrain(
     private optim.Optimizer? optimizer;
     private Parameter[] parameters = [];
     private long version;
+    // The newest version whose checkpoint is written. Behind version only when a checkpoint write
+    // failed: a repeated Step then writes it again instead of answering "already applied".
+    private long durableVersion;
     private IGrainTimer? expiryTimer;
 
     private long tokensProcessed, forwardCalls, backwardCalls, expiredForwards;
@@ -57,7 +60,7 @@ public sealed class ExpertGrain(
         var versions = await store.ListVersionsAsync(CheckpointKey, cancellationToken);
         if (versions.Length > 0)
         {
-            await LoadCheckpoint(versions[^1]);
+            await LoadNewestGood(versions);
             logger.LogInformation("Expert {Expert} placed on silo {Silo}, device {Device}; restored version {Version} from its checkpoint",
                 Name, slots.Local.Silo, device, version);
         }
@@ -89,6 +92,7 @@ public sealed class ExpertGrain(
         await BuildModel(newSpec);
         version = 0;
         await WriteCheckpoint(); // version 0, so that a lost expert comes back without its router
+        durableVersion = 0;
         return Placement;
     }
 
@@ -116,6 +120,27 @@ public sealed class ExpertGrain(
         var e = expert; var o = optimizer;
         expert = null; optimizer = null; parameters = [];
         await queue.RunAsync(() => { o?.Dispose(); e.Dispose(); });
+    }
+
+    /// <summary>
+    /// Loads the newest checkpoint that reads back intact. A corrupt one is reported and skipped
+    /// for the one before; the router then brings the whole layer to the version this expert has.
+    /// </summary>
+    private async Task LoadNewestGood(long[] versions)
+    {
+        for (int i = versions.Length - 1; ; i--)
+        {
+            try
+            {
+                await LoadCheckpoint(versions[i]);
+                durableVersion = version;
+                return;
+            }
+            catch (CheckpointCorruptException e) when (i > 0)
+            {
+                logger.LogError("Expert {Expert}: {Problem}; using version {Previous} instead", Name, e.Message, versions[i - 1]);
+            }
+        }
     }
 
     /// <summary>Loads version <paramref name="target"/> of this expert's checkpoint: spec, weights and optimizer state.</summary>
@@ -221,6 +246,12 @@ public sealed class ExpertGrain(
     public async Task<long> Step(long stepId, double gradScale)
     {
         var (s, _) = Ready();
+        if (stepId == version && durableVersion < version && version % s.CheckpointEvery == 0)
+        {
+            await WriteCheckpoint(); // applied, but its checkpoint failed: the retry makes it durable
+            durableVersion = version;
+            return version;
+        }
         if (stepId <= version) return version; // already applied: a repeated call changes nothing
         if (stepId != version + 1)
             throw new InvalidOperationException($"step {stepId} cannot be applied to expert {Name} at version {version}; steps are applied in order, next is {version + 1}");
@@ -231,19 +262,24 @@ public sealed class ExpertGrain(
         await queue.RunAsync(() => OptimizerFactory.Step(o, ps, gradScale));
         computeTime += watch.Elapsed;
         version = stepId;
-        if (version % s.CheckpointEvery == 0) await WriteCheckpoint();
+        if (version % s.CheckpointEvery == 0)
+        {
+            await WriteCheckpoint(); // a failure here fails the step: no layer commits a version that is not durable
+            durableVersion = version;
+        }
         return version;
     }
 
     public async Task<long> ResetTo(long target)
     {
         Ready();
-        if (target > version)
-            throw new InvalidOperationException($"expert {Name} is at version {version} and cannot be brought forward to {target}; only its router's replay can");
+        // Behind the target (its newest checkpoint was corrupt): report it, the router goes back to it.
+        if (target > version) return version;
         if (target < version)
         {
             logger.LogWarning("Expert {Expert} rolls back from version {Version} to {Target}: its layer never committed the steps between", Name, version, target);
             await LoadCheckpoint(target);
+            durableVersion = version;
             return version;
         }
         var e = expert!; var ps = parameters;
@@ -276,6 +312,7 @@ public sealed class ExpertGrain(
         if (old is not null) await queue.RunAsync(old.Dispose);
         version = stepId;
         await WriteCheckpoint();
+        durableVersion = version;
         return version;
     }
 

@@ -13,6 +13,9 @@ public sealed class SlotLedger
 
     public int Count => leases.Count;
 
+    /// <summary>Set by the last <see cref="Claim"/> when it placed an expert beyond its silo's slots.</summary>
+    public string? Overcommitted { get; private set; }
+
     public SiloAddress Place(string expert, SiloSlots[] live, SiloAddress? hint)
     {
         Prune(live);
@@ -32,8 +35,9 @@ public sealed class SlotLedger
         Prune(live);
         if (leases.TryGetValue(expert, out var existing) && existing.Silo.Equals(local.Silo)) return existing.Device;
         leases.Remove(expert); // placed elsewhere than its lease said (a hint, a race): the activation wins
-        if (Free(local) <= 0 && !(local.AllowOvercommit && local.Capacity > 0))
-            throw Full($"{expert} activated on silo {local.Silo}, which has no free device slot", live);
+        // The activation exists already; refusing it now would fail a recovery rather than prevent
+        // overload. New layers are held to the slots by EnsureFree and Place; this is reported.
+        Overcommitted = Free(local) <= 0 ? $"{expert} activated on silo {local.Silo}, which has no free device slot; it is overcommitted" : null;
         var device = ChooseDevice(local);
         leases[expert] = new Lease(local.Silo, device);
         return device;

@@ -3,11 +3,24 @@ using Microsoft.Extensions.Logging;
 
 namespace MoeCluster.Grains.Registry;
 
-/// <summary>The cluster's slot leases in memory; see <see cref="SlotLedger"/>.</summary>
+/// <summary>
+/// The cluster's slot leases in memory; see <see cref="SlotLedger"/>. When it (re)activates — its
+/// silo died — it first learns where the experts already are from Orleans' own activation list,
+/// so that experts reactivated after the same failure are not piled onto "empty" silos; their
+/// devices it learns from the experts' periodic lease renewals.
+/// </summary>
 [KeepAlive]
 public sealed class DeviceSlotRegistryGrain(ILogger<DeviceSlotRegistryGrain> logger) : Grain, IDeviceSlotRegistryGrain
 {
     private readonly SlotLedger ledger = new();
+
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        var activations = await GrainFactory.GetGrain<IManagementGrain>(0).GetDetailedGrainStatistics();
+        var experts = activations.Where(a => a.GrainId.Type.ToString() == "expert").ToList();
+        foreach (var a in experts) ledger.Renew(a.GrainId.ToString(), a.SiloAddress, device: "");
+        if (experts.Count > 0) logger.LogInformation("Slot registry activated; found {Count} expert(s) already placed", experts.Count);
+    }
 
     public Task<SiloAddress> Place(string expert, SiloSlots[] liveSilos, SiloAddress? hint)
     {
@@ -16,8 +29,12 @@ public sealed class DeviceSlotRegistryGrain(ILogger<DeviceSlotRegistryGrain> log
         return Task.FromResult(silo);
     }
 
-    public Task<string> Claim(string expert, SiloSlots local, SiloSlots[] liveSilos) =>
-        Task.FromResult(ledger.Claim(expert, local, liveSilos));
+    public Task<string> Claim(string expert, SiloSlots local, SiloSlots[] liveSilos)
+    {
+        var device = ledger.Claim(expert, local, liveSilos);
+        if (ledger.Overcommitted is { } warning) logger.LogWarning("{Warning}", warning);
+        return Task.FromResult(device);
+    }
 
     public Task Renew(string expert, SiloAddress silo, string device)
     {

@@ -79,7 +79,18 @@ public sealed partial class RouterGrain(
     {
         var versions = await store.ListVersionsAsync(CheckpointKey, cancellationToken);
         if (versions.Length == 0) return;
-        await LoadCheckpoint(versions[^1]);
+        for (int i = versions.Length - 1; ; i--)
+        {
+            try
+            {
+                await LoadCheckpoint(versions[i]);
+                break;
+            }
+            catch (CheckpointCorruptException e) when (i > 0)
+            {
+                logger.LogError("Router of layer {Layer}: {Problem}; using version {Previous} instead", Layer, e.Message, versions[i - 1]);
+            }
+        }
         durableVersion = version;
         reconciled = false;
         logger.LogInformation("Router of layer {Layer} activated on silo {Silo}; restored version {Version} from its checkpoint",
@@ -166,7 +177,7 @@ public sealed partial class RouterGrain(
     {
         try
         {
-            await Task.WhenAll(experts.Select(e => e.ResetTo(version)));
+            await BringExpertsTo(version);
             reconciled = true;
         }
         finally
@@ -176,6 +187,22 @@ public sealed partial class RouterGrain(
     }
 
     public Task<string> GetEpoch() => Task.FromResult(epoch);
+
+    /// <summary>
+    /// Resets every expert to <paramref name="target"/>. An expert that can only reach an older
+    /// version (its newer checkpoint was corrupt) takes the whole layer back with it, router
+    /// included, so that versions are never mixed.
+    /// </summary>
+    private async Task BringExpertsTo(long target)
+    {
+        var reached = await Task.WhenAll(experts.Select(e => e.ResetTo(target)));
+        var lowest = reached.Min();
+        if (lowest >= target) return;
+        logger.LogError("Layer {Layer} goes back to version {Lowest}: an expert could not restore version {Target}", Layer, lowest, target);
+        await LoadCheckpoint(lowest); // throws, naming the version, if the router no longer has it
+        durableVersion = lowest;
+        await Task.WhenAll(experts.Select(e => e.ResetTo(lowest)));
+    }
 
     public Task<LayerSpec?> GetSpec() => Task.FromResult(spec);
 
@@ -401,7 +428,7 @@ public sealed partial class RouterGrain(
         }
         // Lost experts reactivate elsewhere from their checkpoints here; survivors drop their
         // gradients and saved forwards, or roll back a step the layer never committed.
-        await Task.WhenAll(experts.Select(e => e.ResetTo(durableVersion)));
+        await BringExpertsTo(durableVersion);
         version = durableVersion;
         reconciled = true;
         logger.LogWarning("Layer {Layer} recovered: version {From} → durable version {Version}, {Dropped} micro-batch(es) in flight dropped",

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using MoeCluster.Client;
 using TorchSharp;
 using Xunit;
@@ -6,32 +7,40 @@ using static TorchSharp.torch;
 
 namespace MoeCluster.Client.Tests;
 
-/// <summary>Three silo processes on Redis membership, one killed in the middle of a training step.</summary>
+/// <summary>The same training run without any failure, on a cluster of the same shape: the weights after 5 and after 30 steps.</summary>
 public sealed class FailoverBaseline : IAsyncLifetime
 {
-    /// <summary>The weights of the same run without a failure, on a cluster of the same shape.</summary>
-    public Dictionary<string, Tensor> Weights { get; private set; } = [];
+    public Dictionary<string, Tensor> AfterShortRun { get; private set; } = [];
+    public Dictionary<string, Tensor> AfterLongRun { get; private set; } = [];
 
     public async Task InitializeAsync()
     {
         await using var cluster = await FailoverTests.StartCluster();
         await using var client = await cluster.Connect();
         var layer = await client.CreateLayerAsync(FailoverTests.LayerName, FailoverTests.Spec);
-        await FailoverTests.Train(layer, killBefore: null, cluster);
-        Weights = await layer.GetWeightsAsync();
+        await FailoverTests.Train(layer, 1, FailoverTests.ShortRun);
+        AfterShortRun = await layer.GetWeightsAsync();
+        await FailoverTests.Train(layer, FailoverTests.ShortRun + 1, FailoverTests.LongRun);
+        AfterLongRun = await layer.GetWeightsAsync();
     }
 
     public Task DisposeAsync()
     {
-        foreach (var w in Weights.Values) w.Dispose();
+        foreach (var w in AfterShortRun.Values.Concat(AfterLongRun.Values)) w.Dispose();
         return Task.CompletedTask;
     }
 }
 
+/// <summary>
+/// Three silo processes on Redis membership with a shared checkpoint directory; the test process
+/// is the training client. Silos are killed (SIGKILL) in the middle of steps, the whole cluster is
+/// restarted, a checkpoint is corrupted: each run must end bit-identical to the baseline (every
+/// silo runs libtorch with one thread).
+/// </summary>
 public class FailoverTests(FailoverBaseline baseline, ITestOutputHelper output) : IClassFixture<FailoverBaseline>
 {
     public const string LayerName = "failover";
-    public const int Steps = 5, MicroBatches = 2, KillStep = 4;
+    public const int ShortRun = 5, LongRun = 30, MicroBatches = 2, KillStep = 4;
 
     public static readonly LayerSpec Spec = new()
     {
@@ -41,19 +50,17 @@ public class FailoverTests(FailoverBaseline baseline, ITestOutputHelper output) 
 
     public enum Phase { Forward, Backward, Step }
 
+    public static Task<ProcessCluster> StartCluster(string? clusterId = null, string? store = null) =>
+        ProcessCluster.StartAsync(silos: 3, "--devices cpu --experts-per-device 8 --threads 1", clusterId, store);
+
     [Fact]
     public async Task Two_runs_without_a_failure_end_bit_identical()
     {
         await using var cluster = await StartCluster();
         await using var client = await cluster.Connect();
         var layer = await client.CreateLayerAsync(LayerName, Spec);
-        await Train(layer, killBefore: null, cluster);
-        var weights = await layer.GetWeightsAsync();
-        foreach (var (name, expected) in baseline.Weights)
-        {
-            using var diff = weights[name].sub(expected);
-            Assert.True(weights[name].Equals(expected), $"{name} differs by {diff.norm().item<float>() / expected.norm().item<float>():E2} relative");
-        }
+        await Train(layer, 1, ShortRun);
+        AssertBitIdentical(await layer.GetWeightsAsync(), baseline.AfterShortRun);
     }
 
     [Theory]
@@ -68,32 +75,133 @@ public class FailoverTests(FailoverBaseline baseline, ITestOutputHelper output) 
         await using var client = await cluster.Connect();
         // The checkpoint interval changes when state is written, not the arithmetic: same weights as the baseline.
         var layer = await client.CreateLayerAsync(LayerName, Spec with { CheckpointEvery = checkpointEvery });
-        var stats = await layer.GetStatsAsync();
-        var routerAt = stats.Router.Silo;
-        var victim = cluster.Silos.First(s => routerSilo
-            ? routerAt.Contains($":{s.SiloPort}:")
-            : !routerAt.Contains($":{s.SiloPort}:") && stats.Experts.Any(e => e.Expert.Placement.Silo.Contains($":{s.SiloPort}:")));
+        var victim = await PickSilo(layer, cluster, routerSilo);
 
-        var recovered = await Train(layer, (phase, victim), cluster);
+        var recovered = await Train(layer, 1, ShortRun, (phase, victim));
 
         Assert.Equal(1, layer.Recoveries);
-        output.WriteLine($"{phase}: killed silo {victim.SiloPort}; recovered in {layer.LastRecoveryTime?.TotalSeconds:F1} s; kill → next completed step {recovered.TotalSeconds:F1} s");
-        var weights = await layer.GetWeightsAsync();
-        Assert.Equal(baseline.Weights.Keys.Order(), weights.Keys.Order());
-        foreach (var (name, expected) in baseline.Weights)
-        {
-            using var diff = weights[name].sub(expected);
-            var relative = diff.norm().item<float>() / expected.norm().item<float>();
-            Assert.True(weights[name].Equals(expected),
-                $"{name} differs from the run without a failure by {relative:E2} relative (expected bit for bit; every silo runs libtorch with 1 thread)");
-        }
+        output.WriteLine($"{phase}, checkpoint every {checkpointEvery}: killed silo {victim.SiloPort}; recovered in {layer.LastRecoveryTime?.TotalSeconds:F1} s " +
+            $"replaying {layer.LastReplayedMicroBatches} micro-batches; kill → next completed step {recovered.TotalSeconds:F1} s");
+        AssertBitIdentical(await layer.GetWeightsAsync(), baseline.AfterShortRun);
         var after = await layer.GetStatsAsync();
-        Assert.Equal(Steps, after.Version);
+        Assert.Equal(ShortRun, after.Version);
         Assert.DoesNotContain(after.Experts, e => e.Expert.Placement.Silo.Contains($":{victim.SiloPort}:"));
     }
 
-    /// <summary>Trains <see cref="Steps"/> steps of <see cref="MicroBatches"/> micro-batches; returns the time from the kill to the next completed step.</summary>
-    public static async Task<TimeSpan> Train(RemoteMoeLayer layer, (Phase Phase, SiloProcess Victim)? killBefore, ProcessCluster cluster)
+    [Fact]
+    public async Task Thirty_steps_with_two_silos_killed_at_random_moments_end_as_without_the_kills()
+    {
+        await using var cluster = await StartCluster();
+        await using var client = await cluster.Connect();
+        var layer = await client.CreateLayerAsync(LayerName, Spec);
+        var seed = Environment.TickCount;
+        var random = new Random(seed);
+        var recoveries = new List<string>();
+        var training = Train(layer, 1, LongRun);
+        // Two of the three silos die, one after the other, at random moments of the run; the last
+        // one holds all 8 experts (8 slots per silo).
+        var order = cluster.Silos.OrderBy(_ => random.Next()).Take(2).ToList();
+        var watch = Stopwatch.StartNew();
+        foreach (var victim in order)
+        {
+            var recoveriesBefore = layer.Recoveries;
+            // The first kill early in the run, the second soon after the first recovery, so both land in 30 steps.
+            await Task.WhenAny(training, Task.Delay(recoveriesBefore == 0 ? random.Next(200, 800) : random.Next(50, 300)));
+            if (training.IsCompleted) break;
+            await victim.DisposeAsync();
+            var killedAt = watch.Elapsed;
+            while (layer.Recoveries == recoveriesBefore && !training.IsCompleted) await Task.Delay(20);
+            recoveries.Add($"killed {victim.SiloPort} at {killedAt.TotalSeconds:F1} s, recovered in {layer.LastRecoveryTime?.TotalSeconds:F1} s replaying {layer.LastReplayedMicroBatches}");
+        }
+        await training;
+        output.WriteLine($"seed {seed}: {string.Join("; ", recoveries)}; {layer.Recoveries} recoveries");
+        Assert.True(layer.Recoveries == 2, $"{layer.Recoveries} of the 2 kills landed during the run (seed {seed})");
+        AssertBitIdentical(await layer.GetWeightsAsync(), baseline.AfterLongRun);
+        Assert.Equal(LongRun, await layer.GetVersionAsync());
+    }
+
+    [Fact]
+    public async Task The_whole_cluster_restarted_resumes_from_the_last_committed_step()
+    {
+        var clusterId = $"test-{Guid.NewGuid():N}";
+        var store = Directory.CreateTempSubdirectory("moe-test-store-").FullName;
+        try
+        {
+            await using (var first = await StartCluster(clusterId, store))
+            await using (var client = await first.Connect())
+            {
+                var layer = await client.CreateLayerAsync(LayerName, Spec);
+                await Train(layer, 1, 3);
+                foreach (var silo in first.Silos) await silo.DisposeAsync(); // all of them, with SIGKILL
+            }
+            await using var second = await StartCluster(clusterId, store);
+            await using var again = await second.Connect();
+            var resumed = await again.GetLayerAsync(LayerName);
+            Assert.Equal(3, await resumed.GetVersionAsync());
+            await Train(resumed, 4, ShortRun);
+            Assert.Equal(0, resumed.Recoveries);
+            AssertBitIdentical(await resumed.GetWeightsAsync(), baseline.AfterShortRun);
+        }
+        finally
+        {
+            Directory.Delete(store, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task A_corrupt_newest_checkpoint_is_reported_and_the_previous_version_used()
+    {
+        await using var cluster = await StartCluster();
+        await using var client = await cluster.Connect();
+        var layer = await client.CreateLayerAsync(LayerName, Spec);
+        await Train(layer, 1, 3);
+        var victim = await PickSilo(layer, cluster, routerSilo: false);
+        var stats = await layer.GetStatsAsync();
+        var expert = stats.Experts.First(e => e.Expert.Placement.Silo.Contains($":{victim.SiloPort}:")).Expert.Index;
+        // Flip a byte of that expert's version-3 checkpoint, then lose its silo: it must come back from version 2.
+        var file = Directory.GetFiles(Path.Combine(cluster.Store, cluster.ClusterId, "layers", LayerName, "experts", $"{expert}"), "*3.ckpt").Single();
+        var bytes = File.ReadAllBytes(file);
+        bytes[^1] ^= 0xFF;
+        File.WriteAllBytes(file, bytes);
+        await victim.DisposeAsync();
+
+        await Train(layer, 4, ShortRun);
+
+        Assert.Equal(1, layer.Recoveries);
+        // The layer went back to version 2: step 3's two micro-batches again, and step 4's first forward, in flight at the kill.
+        Assert.Equal(3, layer.LastReplayedMicroBatches);
+        var logs = string.Concat(cluster.Silos.Select(s => s.Log));
+        Assert.Contains($"checkpoint layers/{LayerName}/experts/{expert} version 3 ({file}) is corrupt: checksum mismatch; using version 2 instead", logs);
+        AssertBitIdentical(await layer.GetWeightsAsync(), baseline.AfterShortRun);
+    }
+
+    private static async Task<SiloProcess> PickSilo(RemoteMoeLayer layer, ProcessCluster cluster, bool routerSilo)
+    {
+        var stats = await layer.GetStatsAsync();
+        var routerAt = stats.Router.Silo;
+        return cluster.Silos.First(s => routerSilo
+            ? routerAt.Contains($":{s.SiloPort}:")
+            : !routerAt.Contains($":{s.SiloPort}:") && stats.Experts.Any(e => e.Expert.Placement.Silo.Contains($":{s.SiloPort}:")));
+    }
+
+    private static void AssertBitIdentical(Dictionary<string, Tensor> weights, Dictionary<string, Tensor> expected)
+    {
+        Assert.Equal(expected.Keys.Order(), weights.Keys.Order());
+        foreach (var (name, value) in expected)
+        {
+            using var diff = weights[name].sub(value);
+            Assert.True(weights[name].Equals(value),
+                $"{name} differs from the run without a failure by {diff.norm().item<float>() / value.norm().item<float>():E2} relative (expected bit for bit)");
+        }
+        foreach (var w in weights.Values) w.Dispose();
+    }
+
+    /// <summary>
+    /// Trains steps <paramref name="first"/>..<paramref name="last"/> of the fixed run (the data of
+    /// earlier steps is drawn and skipped, so any range sees the same batches); returns the time from
+    /// the kill, if any, to the next completed step.
+    /// </summary>
+    public static async Task<TimeSpan> Train(RemoteMoeLayer layer, int first, int last, (Phase Phase, SiloProcess Victim)? killBefore = null)
     {
         using var generator = new Generator(12);
         DateTime? killedAt = null;
@@ -106,16 +214,23 @@ public class FailoverTests(FailoverBaseline baseline, ITestOutputHelper output) 
                 killedAt = DateTime.UtcNow;
             }
         }
-        for (int step = 1; step <= Steps; step++)
+        for (int step = 1; step <= last; step++)
         {
             var forwards = new List<(RemoteLayerForward Forward, Tensor Dy)>();
+            var data = Enumerable.Range(0, MicroBatches)
+                .Select(_ => (X: randn(48, Spec.DModel, generator: generator), Dy: randn(48, Spec.DModel, generator: generator).mul_(0.1)))
+                .ToList();
+            if (step < first)
+            {
+                foreach (var (x, dy) in data) { x.Dispose(); dy.Dispose(); }
+                continue;
+            }
             for (int micro = 0; micro < MicroBatches; micro++)
             {
-                var x = randn(48, Spec.DModel, generator: generator);
-                var dy = randn(48, Spec.DModel, generator: generator).mul_(0.1);
                 await MaybeKill(Phase.Forward, step, micro);
-                // Fixed batch ids: the jitter noise is drawn from the batch id, so both runs must use the same ones.
-                forwards.Add((await layer.ForwardAsync(x, batchId: step * 100 + micro), dy));
+                // Fixed batch ids: the jitter noise is drawn from the batch id, so every run must use the same ones.
+                forwards.Add((await layer.ForwardAsync(data[micro].X, batchId: step * 100 + micro), data[micro].Dy));
+                data[micro].X.Dispose();
             }
             for (int micro = 0; micro < MicroBatches; micro++)
             {
@@ -129,7 +244,4 @@ public class FailoverTests(FailoverBaseline baseline, ITestOutputHelper output) 
         }
         return recovery;
     }
-
-    public static async Task<ProcessCluster> StartCluster() => await ProcessCluster.StartAsync(silos: 3,
-        $"--devices cpu --experts-per-device 4 --threads 1");
 }

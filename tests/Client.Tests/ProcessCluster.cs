@@ -8,8 +8,11 @@ namespace MoeCluster.Client.Tests;
 /// </summary>
 public sealed class ProcessCluster : IAsyncDisposable
 {
-    private ProcessCluster(string clusterId, string store, List<SiloProcess> silos)
+    private readonly bool ownsStore;
+
+    private ProcessCluster(string clusterId, string store, List<SiloProcess> silos, bool ownsStore)
     {
+        this.ownsStore = ownsStore;
         ClusterId = clusterId;
         Store = store;
         Silos = silos;
@@ -20,14 +23,16 @@ public sealed class ProcessCluster : IAsyncDisposable
     public List<SiloProcess> Silos { get; }
     public string Address => $"redis://{TestRedis.Address}";
 
-    public static async Task<ProcessCluster> StartAsync(int silos, string arguments)
+    /// <summary>Starts <paramref name="silos"/> silos; a new cluster id and checkpoint directory unless given (a restart).</summary>
+    public static async Task<ProcessCluster> StartAsync(int silos, string arguments, string? clusterId = null, string? store = null)
     {
-        var clusterId = $"test-{Guid.NewGuid():N}";
-        var store = Directory.CreateTempSubdirectory("moe-test-store-").FullName;
+        var ownsStore = store is null;
+        clusterId ??= $"test-{Guid.NewGuid():N}";
+        store ??= Directory.CreateTempSubdirectory("moe-test-store-").FullName;
         var ports = SiloProcess.FreePorts(2 * silos);
         var started = await Task.WhenAll(Enumerable.Range(0, silos).Select(i => SiloProcess.StartAsync(
             $"--cluster redis://{TestRedis.Address} --cluster-id {clusterId} --store {store} {arguments}", ports[2 * i], ports[2 * i + 1])));
-        return new ProcessCluster(clusterId, store, started.ToList());
+        return new ProcessCluster(clusterId, store, started.ToList(), ownsStore);
     }
 
     public async Task<MoeClusterClient> Connect()
@@ -45,6 +50,7 @@ public sealed class ProcessCluster : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         foreach (var s in Silos) await s.DisposeAsync();
-        try { Directory.Delete(Store, recursive: true); } catch (IOException) { }
+        if (ownsStore)
+            try { Directory.Delete(Store, recursive: true); } catch (IOException) { }
     }
 }
