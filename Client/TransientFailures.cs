@@ -15,7 +15,8 @@ public static class TransientFailures
         OrleansMessageRejectionException => true, // includes SiloUnavailableException
         ConnectionFailedException or SocketConnectionException or GatewayTooBusyException => true,
         ClientNotAvailableException => true,
-        TimeoutException => true,
+        // Orleans' own response timeout; not its subclasses, such as a store's timeout (that is a failed write).
+        TimeoutException t when t.GetType() == typeof(TimeoutException) => true,
         OperationCanceledException => true, // the SDK's own cancellation: a gateway connection was lost
         _ => e.InnerException is { } inner && IsTransient(inner),
     };

@@ -64,7 +64,10 @@ public static class SiloCommand
             catch (Exception e) when (e is not OperationCanceledException)
             {
                 // Membership or checkpoint store out of reach, a port taken: one line, not a stack trace.
-                Console.Error.WriteLine($"moe silo: cannot start: {e.GetBaseException().Message}");
+                var message = e is StackExchange.Redis.RedisConnectionException
+                    ? $"cannot reach the membership Redis ({options.Cluster}): {e.Message}"
+                    : e.Message;
+                Console.Error.WriteLine($"moe silo: cannot start: {message}");
                 return 1;
             }
         });

@@ -20,10 +20,3 @@ public interface ICheckpointStore
     /// <summary>Removes every version of <paramref name="key"/>.</summary>
     Task DeleteAsync(string key, CancellationToken cancellationToken = default);
 }
-
-/// <summary>A stored checkpoint failed its checksum or cannot be decoded. The message names the key, the version and what was wrong.</summary>
-[GenerateSerializer]
-public sealed class CheckpointCorruptException : Exception
-{
-    public CheckpointCorruptException(string message) : base(message) { }
-}

@@ -181,7 +181,15 @@ public sealed class ExpertGrain(
             Weights = ModelState.Capture(e.Ffn.named_parameters()),
             OptimizerState = ModelState.CaptureOptimizer(o),
         });
-        await store.WriteAsync(CheckpointKey, at, CheckpointCodec.Encode(record));
+        try
+        {
+            await store.WriteAsync(CheckpointKey, at, CheckpointCodec.Encode(record));
+        }
+        catch (Exception failure) when (failure is not ArgumentException)
+        {
+            // The store's own exception types need not cross to the caller; its message does.
+            throw new CheckpointWriteException($"checkpoint {CheckpointKey} version {at} of expert {Name} could not be written: {failure.Message}");
+        }
     }
 
     private async Task ExpireSavedForwards()

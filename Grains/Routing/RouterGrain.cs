@@ -168,7 +168,15 @@ public sealed partial class RouterGrain(
             Weights = ModelState.Capture([("gate", r.GateWeight)]),
             OptimizerState = ModelState.CaptureOptimizer(o),
         });
-        await store.WriteAsync(CheckpointKey, at, CheckpointCodec.Encode(record));
+        try
+        {
+            await store.WriteAsync(CheckpointKey, at, CheckpointCodec.Encode(record));
+        }
+        catch (Exception failure) when (failure is not ArgumentException)
+        {
+            // The store's own exception types need not cross to the caller; its message does.
+            throw new CheckpointWriteException($"checkpoint {CheckpointKey} version {at} of the router of layer \"{Layer}\" could not be written: {failure.Message}");
+        }
     }
 
     private Task EnsureReconciled() => reconciled ? Task.CompletedTask : reconciling ??= Reconcile();

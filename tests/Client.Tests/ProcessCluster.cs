@@ -23,7 +23,10 @@ public sealed class ProcessCluster : IAsyncDisposable
     public List<SiloProcess> Silos { get; }
     public string Address => $"redis://{TestRedis.Address}";
 
-    /// <summary>Starts <paramref name="silos"/> silos; a new cluster id and checkpoint directory unless given (a restart).</summary>
+    /// <summary>
+    /// Starts <paramref name="silos"/> silos; a new cluster id and checkpoint directory unless given
+    /// (a restart, or <c>redis://…</c> for a Redis store).
+    /// </summary>
     public static async Task<ProcessCluster> StartAsync(int silos, string arguments, string? clusterId = null, string? store = null)
     {
         var ownsStore = store is null;
@@ -50,7 +53,7 @@ public sealed class ProcessCluster : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         foreach (var s in Silos) await s.DisposeAsync();
-        if (ownsStore)
+        if (ownsStore && Directory.Exists(Store))
             try { Directory.Delete(Store, recursive: true); } catch (IOException) { }
     }
 }
