@@ -25,6 +25,9 @@ public interface IDeviceSlotRegistryGrain : IGrainWithIntegerKey
 
     Task Release(string expert, SiloAddress silo);
 
+    /// <summary>Places nothing more on <paramref name="silo"/>: it is shutting down and handing its experts off.</summary>
+    Task Drain(SiloAddress silo);
+
     /// <summary>Fails with <see cref="DeviceCapacityException"/> unless <paramref name="needed"/> more slots are free.</summary>
     Task EnsureFree(int needed, string forWhat, SiloSlots[] liveSilos);
 

@@ -36,6 +36,14 @@ public interface IMoeExpertGrain : IGrainWithIntegerCompoundKey
     /// <summary>Replaces the weights (names as in <see cref="GetWeights"/>) as step <paramref name="stepId"/>, with a fresh optimizer state.</summary>
     Task<long> ImportWeights(long stepId, NamedTensor[] weights);
 
+    /// <summary>
+    /// Leaves this silo (it is shutting down): writes the expert's whole state — weights, optimizer,
+    /// the gradients of the current step and the inputs of forwards awaiting their backward — and
+    /// deactivates. The next call activates it on another silo, which takes that state over, so
+    /// the step goes on with no replay.
+    /// </summary>
+    Task HandOff();
+
     /// <summary>Deletes the expert's checkpoints and deactivates it.</summary>
     Task Delete();
 

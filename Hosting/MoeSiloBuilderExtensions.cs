@@ -1,6 +1,7 @@
 using Microsoft.Extensions.DependencyInjection;
 using MoeCluster.Grains.Checkpoints;
 using MoeCluster.Grains.Compute;
+using MoeCluster.Grains.Experts;
 using MoeCluster.Grains.Placement;
 using Orleans.Runtime.MembershipService.SiloMetadata;
 using TorchSharp;
@@ -29,6 +30,8 @@ public static class MoeSiloBuilderExtensions
             services.AddSingleton<IClusterSlotView, ClusterSlotView>();
             services.AddSingleton(_ => new ComputeQueues(threads));
             services.AddSingleton(store);
+            services.AddSingleton<LocalExperts>();
+            services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, GracefulHandoff>();
         });
         return builder;
     }

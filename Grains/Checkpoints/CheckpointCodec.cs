@@ -8,6 +8,7 @@ public static class CheckpointCodec
 {
     public static string RouterKey(string layer) => $"layers/{layer}/router";
     public static string ExpertKey(string layer, int index) => $"layers/{layer}/experts/{index}";
+    public static string HandoffKey(string layer, int index) => $"layers/{layer}/handoffs/{index}";
 
     public static byte[] Encode(CheckpointRecord record) => MessagePackSerializer.Serialize(record);
 

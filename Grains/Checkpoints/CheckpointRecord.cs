@@ -23,6 +23,8 @@ public sealed class CheckpointRecord
     public const int CurrentSchema = 1;
     public const string RouterKind = "router";
     public const string ExpertKind = "expert";
+    /// <summary>An expert leaving a silo that shuts down: its whole state, mid-step included.</summary>
+    public const string HandoffKind = "expert-handoff";
 
     [Key(0)] public int Schema { get; set; } = CurrentSchema;
     [Key(1)] public string Kind { get; set; } = "";
@@ -35,4 +37,8 @@ public sealed class CheckpointRecord
     [Key(6)] public TensorRecord[] Weights { get; set; } = [];
     /// <summary>TorchSharp's own optimizer state stream (moments and step counts).</summary>
     [Key(7)] public byte[] OptimizerState { get; set; } = [];
+    /// <summary>Hand-off only: the gradients accumulated so far in the current step.</summary>
+    [Key(8)] public TensorRecord[] Gradients { get; set; } = [];
+    /// <summary>Hand-off only: the inputs of training forwards still waiting for their backward, named by batch id.</summary>
+    [Key(9)] public TensorRecord[] SavedInputs { get; set; } = [];
 }

@@ -15,6 +15,39 @@ public static class ModelState
             return new TensorRecord { Name = p.Name, DType = payload.DType, Shape = payload.Shape, Data = payload.Data };
         }).ToArray();
 
+    public static TensorRecord Capture(string name, Tensor t)
+    {
+        var payload = TensorWire.ToPayload(t);
+        return new TensorRecord { Name = name, DType = payload.DType, Shape = payload.Shape, Data = payload.Data };
+    }
+
+    public static Tensor ToTensor(TensorRecord r) => TensorWire.FromPayload(new TensorPayload(r.Shape, r.DType, r.Data));
+
+    /// <summary>The accumulated gradients, for the parameters that have one.</summary>
+    public static TensorRecord[] CaptureGradients(IEnumerable<(string Name, Parameter Parameter)> parameters)
+    {
+        var records = new List<TensorRecord>();
+        foreach (var (name, p) in parameters)
+        {
+            using var grad = p.grad;
+            if (grad is not null) records.Add(Capture(name, grad));
+        }
+        return records.ToArray();
+    }
+
+    /// <summary>Sets each parameter's gradient to its record (none for a parameter without one).</summary>
+    public static void RestoreGradients(IEnumerable<(string Name, Parameter Parameter)> parameters, IReadOnlyList<TensorRecord> records)
+    {
+        var byName = records.ToDictionary(r => r.Name);
+        foreach (var (name, p) in parameters)
+        {
+            if (!byName.TryGetValue(name, out var r)) continue;
+            using var value = ToTensor(r);
+            using var placed = value.to(p.dtype, p.device);
+            p.grad = placed; // the parameter keeps its own reference to the storage
+        }
+    }
+
     /// <summary>Overwrites each parameter with its record; names, shapes and dtypes must match exactly.</summary>
     public static void Restore(IEnumerable<(string Name, Parameter Parameter)> parameters, IReadOnlyList<TensorRecord> records, string owner)
     {

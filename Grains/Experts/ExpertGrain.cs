@@ -23,6 +23,7 @@ public sealed class ExpertGrain(
     ComputeQueues queues,
     IClusterSlotView slots,
     ICheckpointStore store,
+    LocalExperts localExperts,
     ILogger<ExpertGrain> logger) : Grain, IMoeExpertGrain
 {
     private static readonly TimeSpan LeaseRenewal = TimeSpan.FromSeconds(10);
@@ -47,6 +48,7 @@ public sealed class ExpertGrain(
 
     private string Name => $"{layer}/{index}";
     private string CheckpointKey => CheckpointCodec.ExpertKey(layer, index);
+    private string HandoffKey => CheckpointCodec.HandoffKey(layer, index);
     private IDeviceSlotRegistryGrain Registry => GrainFactory.GetGrain<IDeviceSlotRegistryGrain>(0);
 
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
@@ -57,10 +59,12 @@ public sealed class ExpertGrain(
         queue = queues.For(device);
         this.RegisterGrainTimer(() => Registry.Renew(this.GetGrainId().ToString(), slots.Local.Silo, device),
             new GrainTimerCreationOptions(LeaseRenewal, LeaseRenewal) { Interleave = true });
+        localExperts.Add(index, layer);
         var versions = await store.ListVersionsAsync(CheckpointKey, cancellationToken);
         if (versions.Length > 0)
         {
             await LoadNewestGood(versions);
+            if (await TakeOverHandoff()) return;
             logger.LogInformation("Expert {Expert} placed on silo {Silo}, device {Device}; restored version {Version} from its checkpoint",
                 Name, slots.Local.Silo, device, version);
         }
@@ -72,6 +76,7 @@ public sealed class ExpertGrain(
 
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
+        localExperts.Remove(index, layer);
         await DisposeModel();
         await Registry.Release(this.GetGrainId().ToString(), slots.Local.Silo);
     }
@@ -324,9 +329,66 @@ public sealed class ExpertGrain(
         return version;
     }
 
+    public async Task HandOff()
+    {
+        if (expert is null || spec is null)
+        {
+            DeactivateOnIdle();
+            return;
+        }
+        var (s, e) = Ready();
+        var o = optimizer!;
+        var at = version;
+        var record = await queue.RunAsync(() => new CheckpointRecord
+        {
+            Kind = CheckpointRecord.HandoffKind,
+            Layer = layer,
+            Index = index,
+            Version = at,
+            SpecJson = CheckpointCodec.EncodeSpec(s),
+            Weights = ModelState.Capture(e.Ffn.named_parameters()),
+            OptimizerState = ModelState.CaptureOptimizer(o),
+            Gradients = ModelState.CaptureGradients(e.Ffn.named_parameters()),
+            SavedInputs = e.SavedInputs().Select(p => ModelState.Capture($"{p.BatchId}", p.Input)).ToArray(),
+        });
+        await store.WriteAsync(HandoffKey, at, CheckpointCodec.Encode(record));
+        logger.LogInformation("Expert {Expert} hands off from silo {Silo} at version {Version} with {Pending} forward(s) awaiting backward",
+            Name, slots.Local.Silo, at, record.SavedInputs.Length);
+        DeactivateOnIdle();
+    }
+
+    /// <summary>
+    /// Takes over the state an expert left when its silo shut down, if there is one: the step
+    /// it was in goes on here as if nothing had moved (its saved forwards are recomputed in backward).
+    /// </summary>
+    private async Task<bool> TakeOverHandoff()
+    {
+        var versions = await store.ListVersionsAsync(HandoffKey);
+        if (versions.Length == 0) return false;
+        var at = versions[^1];
+        var bytes = await store.ReadAsync(HandoffKey, at);
+        await store.DeleteAsync(HandoffKey); // used once: a later reactivation must not go back to it
+        if (bytes is null || at < version) return false;
+        var record = CheckpointCodec.Decode(bytes, HandoffKey, at, CheckpointRecord.HandoffKind, layer, index);
+        var e = expert!; var o = optimizer!; var owner = $"expert {Name}";
+        await queue.RunAsync(() =>
+        {
+            ModelState.Restore(e.Ffn.named_parameters(), record.Weights, owner);
+            ModelState.RestoreOptimizer(o, record.OptimizerState, owner);
+            ModelState.RestoreGradients(e.Ffn.named_parameters(), record.Gradients);
+            foreach (var saved in record.SavedInputs)
+                e.AdoptSavedInput(long.Parse(saved.Name, System.Globalization.CultureInfo.InvariantCulture), ModelState.ToTensor(saved));
+        });
+        version = record.Version;
+        logger.LogInformation("Expert {Expert} taken over on silo {Silo}, device {Device}, at version {Version} with {Pending} forward(s) awaiting backward",
+            Name, slots.Local.Silo, device, version, record.SavedInputs.Length);
+        return true;
+    }
+
     public async Task Delete()
     {
         await store.DeleteAsync(CheckpointKey);
+        await store.DeleteAsync(HandoffKey);
         await DisposeModel();
         spec = null;
         DeactivateOnIdle();

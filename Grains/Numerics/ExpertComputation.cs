@@ -103,6 +103,16 @@ public sealed class ExpertComputation : IDisposable
         }
     }
 
+    /// <summary>The saved forwards' inputs by batch id (the tensors stay owned by this object).</summary>
+    public (long BatchId, Tensor Input)[] SavedInputs() { lock (gate) return saved.Select(p => (p.Key, p.Value.Input)).ToArray(); }
+
+    /// <summary>
+    /// Remembers a training forward by its input only, as if it had run here in recompute mode:
+    /// its backward redoes the forward. Used when an expert arrives from another silo mid-step.
+    /// Takes ownership of <paramref name="input"/>.
+    /// </summary>
+    public void AdoptSavedInput(long batchId, Tensor input) => Remember(batchId, new SavedForward(input.to(Ffn.DType, Ffn.Device, disposeAfter: true), null, DateTime.UtcNow));
+
     /// <summary>The batch ids with a saved forward.</summary>
     public long[] PendingIds() { lock (gate) return saved.Keys.ToArray(); }
 

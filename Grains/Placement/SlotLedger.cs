@@ -10,6 +10,7 @@ public sealed class SlotLedger
     private sealed record Lease(SiloAddress Silo, string Device);
 
     private readonly Dictionary<string, Lease> leases = new();
+    private readonly HashSet<SiloAddress> draining = new();
 
     public int Count => leases.Count;
 
@@ -19,7 +20,8 @@ public sealed class SlotLedger
     public SiloAddress Place(string expert, SiloSlots[] live, SiloAddress? hint)
     {
         Prune(live);
-        if (leases.TryGetValue(expert, out var existing)) return existing.Silo;
+        if (leases.TryGetValue(expert, out var existing) && !draining.Contains(existing.Silo)) return existing.Silo;
+        live = live.Where(s => !draining.Contains(s.Silo)).ToArray();
         var withRoom = live.Where(s => Free(s) > 0).ToArray();
         SiloSlots chosen;
         if (hint is not null && withRoom.FirstOrDefault(s => s.Silo.Equals(hint)) is { } hinted) chosen = hinted;
@@ -44,6 +46,8 @@ public sealed class SlotLedger
     }
 
     public void Renew(string expert, SiloAddress silo, string device) => leases[expert] = new Lease(silo, device);
+
+    public void Drain(SiloAddress silo) => draining.Add(silo);
 
     public void Release(string expert, SiloAddress silo)
     {
@@ -72,6 +76,7 @@ public sealed class SlotLedger
         var alive = live.Select(s => s.Silo).ToHashSet();
         foreach (var (expert, lease) in leases.Where(p => !alive.Contains(p.Value.Silo)).ToList())
             leases.Remove(expert);
+        draining.RemoveWhere(s => !alive.Contains(s));
     }
 
     private int Leased(SiloAddress silo) => leases.Values.Count(l => l.Silo.Equals(silo));

@@ -42,6 +42,13 @@ public sealed class DeviceSlotRegistryGrain(ILogger<DeviceSlotRegistryGrain> log
         return Task.CompletedTask;
     }
 
+    public Task Drain(SiloAddress silo)
+    {
+        ledger.Drain(silo);
+        logger.LogInformation("Silo {Silo} is draining: no new experts go there", silo);
+        return Task.CompletedTask;
+    }
+
     public Task Release(string expert, SiloAddress silo)
     {
         ledger.Release(expert, silo);

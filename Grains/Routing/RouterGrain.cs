@@ -277,7 +277,7 @@ public sealed partial class RouterGrain(
             {
                 if (inputs[e] is not { } input) continue;
                 sent.Add(e);
-                calls.Add(experts[e].Forward(batchId, input, train));
+                calls.Add(UndeliveredRetry.Call(() => experts[e].Forward(batchId, input, train)));
             }
             var results = await Task.WhenAll(calls);
             var plan = routing.Plan;
@@ -349,7 +349,7 @@ public sealed partial class RouterGrain(
                     .Select((g, e) => plan.Experts[e].Count > 0 ? TensorWire.ToPayload(g, s.WireDType) : null).ToArray();
             });
             var sent = Enumerable.Range(0, c.NumExperts).Where(e => grads[e] is not null).ToArray();
-            var dxs = await Task.WhenAll(sent.Select(e => experts[e].Backward(batchId, grads[e]!)));
+            var dxs = await Task.WhenAll(sent.Select(e => UndeliveredRetry.Call(() => experts[e].Backward(batchId, grads[e]!))));
             return await queue.RunAsync(() =>
             {
                 using var scope = NewDisposeScope();
@@ -398,12 +398,12 @@ public sealed partial class RouterGrain(
             var scale = 1.0;
             if (s.Optimizer.MaxGradNorm > 0)
             {
-                var expertNorms = await Task.WhenAll(experts.Select(e => e.GradientSquaredNorm()));
+                var expertNorms = await Task.WhenAll(experts.Select(e => UndeliveredRetry.Call(e.GradientSquaredNorm)));
                 var gateNorm = await queue.RunAsync(() => OptimizerFactory.GradientSquaredNorm([r.GateWeight]));
                 scale = OptimizerFactory.ClipScale(s.Optimizer.MaxGradNorm, expertNorms.Sum() + gateNorm);
             }
             // Experts step and, at a checkpoint step, make their checkpoints durable before they answer.
-            await Task.WhenAll(experts.Select(e => e.Step(stepId, scale)));
+            await Task.WhenAll(experts.Select(e => UndeliveredRetry.Call(() => e.Step(stepId, scale))));
             var o = optimizer!;
             await queue.RunAsync(() => OptimizerFactory.Step(o, [r.GateWeight], scale));
             version = stepId;

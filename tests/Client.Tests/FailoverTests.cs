@@ -89,6 +89,24 @@ public class FailoverTests(FailoverBaseline baseline, ITestOutputHelper output) 
     }
 
     [Fact]
+    public async Task A_silo_stopped_with_SIGTERM_mid_step_hands_its_experts_off_with_no_replay()
+    {
+        await using var cluster = await StartCluster();
+        await using var client = await cluster.Connect();
+        var layer = await client.CreateLayerAsync(LayerName, Spec);
+        var victim = await PickSilo(layer, cluster, routerSilo: false);
+        var moved = (await layer.GetStatsAsync()).Experts.Count(e => e.Expert.Placement.Silo.Contains($":{victim.SiloPort}:"));
+
+        // Between step 4's forwards and its backwards: the experts leave holding saved forwards and gradients.
+        await Train(layer, 1, ShortRun, (Phase.Backward, victim), graceful: true);
+        Assert.Equal(0, layer.Recoveries);
+        Assert.Contains("hands off from silo", victim.Log);
+        var logs = string.Concat(cluster.Silos.Where(s => s != victim).Select(s => s.Log));
+        Assert.Equal(moved, logs.Split('\n').Count(l => l.Contains("taken over on silo") && l.Contains("with 2 forward(s) awaiting backward")));
+        AssertBitIdentical(await layer.GetWeightsAsync(), baseline.AfterShortRun);
+    }
+
+    [Fact]
     public async Task Thirty_steps_with_two_silos_killed_at_random_moments_end_as_without_the_kills()
     {
         await using var cluster = await StartCluster();
@@ -201,7 +219,7 @@ public class FailoverTests(FailoverBaseline baseline, ITestOutputHelper output) 
     /// earlier steps is drawn and skipped, so any range sees the same batches); returns the time from
     /// the kill, if any, to the next completed step.
     /// </summary>
-    public static async Task<TimeSpan> Train(RemoteMoeLayer layer, int first, int last, (Phase Phase, SiloProcess Victim)? killBefore = null)
+    public static async Task<TimeSpan> Train(RemoteMoeLayer layer, int first, int last, (Phase Phase, SiloProcess Victim)? killBefore = null, bool graceful = false)
     {
         using var generator = new Generator(12);
         DateTime? killedAt = null;
@@ -210,7 +228,8 @@ public class FailoverTests(FailoverBaseline baseline, ITestOutputHelper output) 
         {
             if (killBefore is { } k && k.Phase == phase && step == KillStep && micro == (phase == Phase.Forward ? 1 : 0) && killedAt is null)
             {
-                await k.Victim.DisposeAsync(); // SIGKILL: no graceful shutdown
+                if (graceful) await k.Victim.StopGracefullyAsync();
+                else await k.Victim.DisposeAsync(); // SIGKILL: no graceful shutdown
                 killedAt = DateTime.UtcNow;
             }
         }

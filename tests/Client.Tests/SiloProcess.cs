@@ -74,6 +74,14 @@ public sealed class SiloProcess : IAsyncDisposable
         return ports;
     }
 
+    /// <summary>SIGTERM, as a service manager stops a silo, and waits for the process to end.</summary>
+    public async Task StopGracefullyAsync()
+    {
+        using (var kill = Process.Start("kill", $"-TERM {process.Id}")!) await kill.WaitForExitAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await process.WaitForExitAsync(timeout.Token);
+    }
+
     public async ValueTask DisposeAsync()
     {
         if (disposed) return;
