@@ -13,6 +13,7 @@ public static class TransientFailures
     {
         AggregateException a => a.InnerExceptions.Any(IsTransient),
         OrleansMessageRejectionException => true, // includes SiloUnavailableException
+        ExpertStateLostException => true,         // an expert came back without the step's state
         ConnectionFailedException or SocketConnectionException or GatewayTooBusyException => true,
         ClientNotAvailableException => true,
         // Orleans' own response timeout; not its subclasses, such as a store's timeout (that is a failed write).

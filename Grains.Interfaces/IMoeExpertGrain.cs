@@ -12,19 +12,24 @@ public interface IMoeExpertGrain : IGrainWithIntegerCompoundKey
     Task<ExpertPlacement> Initialize(LayerSpec spec);
 
     /// <summary>FFN_e of the rows sent; in training the expert keeps what backward needs.</summary>
-    Task<TensorPayload> Forward(long batchId, TensorPayload x, bool train);
+    /// <remarks>
+    /// <paramref name="incarnation"/>: the one this expert answered with earlier in the current step,
+    /// or null for its first call of the step. A different one means the expert was lost and came
+    /// back from its checkpoint without the step's state: it refuses with <see cref="ExpertStateLostException"/>.
+    /// </remarks>
+    Task<ExpertOutput> Forward(long batchId, TensorPayload x, bool train, string? incarnation);
 
     /// <summary>∂L/∂x_e for ∂L/∂FFN_e(x_e) = <paramref name="outputGrad"/>; parameter gradients accumulate.</summary>
-    Task<TensorPayload> Backward(long batchId, TensorPayload outputGrad);
+    Task<ExpertOutput> Backward(long batchId, TensorPayload outputGrad, string? incarnation);
 
     /// <summary>Frees a saved forward; false when there was none.</summary>
     Task<bool> Discard(long batchId);
 
     /// <summary>Σ of the squares of every accumulated parameter gradient, for global-norm clipping.</summary>
-    Task<double> GradientSquaredNorm();
+    Task<double> GradientSquaredNorm(string? incarnation);
 
     /// <summary>Scales the gradients by <paramref name="gradScale"/>, applies the optimizer and clears them. Idempotent per step id.</summary>
-    Task<long> Step(long stepId, double gradScale);
+    Task<long> Step(long stepId, double gradScale, string? incarnation);
 
     /// <summary>
     /// Brings the expert to <paramref name="version"/> with no accumulated gradient and no saved

@@ -41,4 +41,6 @@ public sealed class CheckpointRecord
     [Key(8)] public TensorRecord[] Gradients { get; set; } = [];
     /// <summary>Hand-off only: the inputs of training forwards still waiting for their backward, named by batch id.</summary>
     [Key(9)] public TensorRecord[] SavedInputs { get; set; } = [];
+    /// <summary>Hand-off only: the incarnation the router knows this expert's step state by.</summary>
+    [Key(10)] public string Incarnation { get; set; } = "";
 }

@@ -43,6 +43,10 @@ public sealed class ExpertGrain(
     private long durableVersion;
     private IGrainTimer? expiryTimer;
 
+    // Names this expert's in-memory step state (gradients, saved forwards). A new activation that
+    // came back from a checkpoint gets a new one; one that took over a hand-off keeps the old.
+    private string incarnation = Guid.NewGuid().ToString("N");
+
     private long tokensProcessed, forwardCalls, backwardCalls, expiredForwards;
     private TimeSpan computeTime;
 
@@ -213,9 +217,17 @@ public sealed class ExpertGrain(
         spec is not null && expert is not null ? (spec, expert)
         : throw new InvalidOperationException($"expert {Name} is not initialised; create layer \"{layer}\" through its router first");
 
-    public async Task<TensorPayload> Forward(long batchId, TensorPayload x, bool train)
+    private void CheckIncarnation(string? expected)
+    {
+        if (expected is not null && expected != incarnation)
+            throw new ExpertStateLostException(
+                $"expert {Name} lost the state of the current step (it came back from its checkpoint at version {version}); the layer must recover");
+    }
+
+    public async Task<ExpertOutput> Forward(long batchId, TensorPayload x, bool train, string? expected)
     {
         var (s, e) = Ready();
+        CheckIncarnation(expected);
         var (y, elapsed) = await queue.RunTimedAsync(() =>
         {
             using var scope = NewDisposeScope();
@@ -226,12 +238,13 @@ public sealed class ExpertGrain(
         computeTime += elapsed;
         forwardCalls++;
         tokensProcessed += x.Shape[0];
-        return y;
+        return new ExpertOutput(y, incarnation);
     }
 
-    public async Task<TensorPayload> Backward(long batchId, TensorPayload outputGrad)
+    public async Task<ExpertOutput> Backward(long batchId, TensorPayload outputGrad, string? expected)
     {
         var (s, e) = Ready();
+        CheckIncarnation(expected);
         var (dx, elapsed) = await queue.RunTimedAsync(() =>
         {
             using var scope = NewDisposeScope();
@@ -240,7 +253,7 @@ public sealed class ExpertGrain(
         });
         computeTime += elapsed;
         backwardCalls++;
-        return dx;
+        return new ExpertOutput(dx, incarnation);
     }
 
     public async Task<bool> Discard(long batchId)
@@ -249,14 +262,15 @@ public sealed class ExpertGrain(
         return await queue.RunAsync(() => e.Discard(batchId));
     }
 
-    public async Task<double> GradientSquaredNorm()
+    public async Task<double> GradientSquaredNorm(string? expected)
     {
         Ready();
+        CheckIncarnation(expected);
         var ps = parameters;
         return await queue.RunAsync(() => OptimizerFactory.GradientSquaredNorm(ps));
     }
 
-    public async Task<long> Step(long stepId, double gradScale)
+    public async Task<long> Step(long stepId, double gradScale, string? expected)
     {
         var (s, _) = Ready();
         if (stepId == version && durableVersion < version && version % s.CheckpointEvery == 0)
@@ -268,6 +282,7 @@ public sealed class ExpertGrain(
         if (stepId <= version) return version; // already applied: a repeated call changes nothing
         if (stepId != version + 1)
             throw new InvalidOperationException($"step {stepId} cannot be applied to expert {Name} at version {version}; steps are applied in order, next is {version + 1}");
+        CheckIncarnation(expected);
         if (!double.IsFinite(gradScale) || gradScale <= 0)
             throw new ArgumentException($"gradient scale is {gradScale}; expected a finite number > 0");
         var o = optimizer!; var ps = parameters;
@@ -349,6 +364,7 @@ public sealed class ExpertGrain(
             Weights = ModelState.Capture(e.Ffn.named_parameters()),
             OptimizerState = ModelState.CaptureOptimizer(o),
             Gradients = ModelState.CaptureGradients(e.Ffn.named_parameters()),
+            Incarnation = incarnation,
             SavedInputs = e.SavedInputs().Select(p => ModelState.Capture($"{p.BatchId}", p.Input)).ToArray(),
         });
         await store.WriteAsync(HandoffKey, at, CheckpointCodec.Encode(record));
@@ -380,6 +396,7 @@ public sealed class ExpertGrain(
                 e.AdoptSavedInput(long.Parse(saved.Name, System.Globalization.CultureInfo.InvariantCulture), ModelState.ToTensor(saved));
         });
         version = record.Version;
+        incarnation = record.Incarnation;
         logger.LogInformation("Expert {Expert} taken over on silo {Silo}, device {Device}, at version {Version} with {Pending} forward(s) awaiting backward",
             Name, slots.Local.Silo, device, version, record.SavedInputs.Length);
         return true;

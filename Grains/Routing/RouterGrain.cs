@@ -52,6 +52,19 @@ public sealed partial class RouterGrain(
     private readonly string epoch = Guid.NewGuid().ToString("N");
 
     private long microBatches, expiredBatches;
+
+    // The incarnation of each expert that has worked in the current step. An expert answering
+    // with another one lost the step's state (see ExpertStateLostException); cleared at each step.
+    private readonly Dictionary<int, string> incarnations = new();
+
+    private string? IncarnationOf(int expert) => incarnations.TryGetValue(expert, out var i) ? i : null;
+
+    private void Remember(int expert, ExpertOutput output)
+    {
+        if (incarnations.TryGetValue(expert, out var known) && known != output.Incarnation)
+            throw new ExpertStateLostException($"expert {Layer}/{expert} answered from a different incarnation mid-step; the layer must recover");
+        incarnations[expert] = output.Incarnation;
+    }
     private long[] routedTotals = [], droppedTotals = [];
 
     private string Layer => this.GetPrimaryKeyString();
@@ -186,6 +199,7 @@ public sealed partial class RouterGrain(
         try
         {
             await BringExpertsTo(version);
+            incarnations.Clear();
             reconciled = true;
         }
         finally
@@ -272,14 +286,18 @@ public sealed partial class RouterGrain(
                 var gathered = ExpertDispatch.Gather(xt, routed.Plan);
                 return (routed, gathered.Select((g, e) => routed.Plan.Experts[e].Count > 0 ? TensorWire.ToPayload(g, s.WireDType) : null).ToArray());
             });
-            var calls = new List<Task<TensorPayload>>();
+            var calls = new List<Task<ExpertOutput>>();
             for (int e = 0; e < inputs.Length; e++)
             {
                 if (inputs[e] is not { } input) continue;
                 sent.Add(e);
-                calls.Add(UndeliveredRetry.Call(() => experts[e].Forward(batchId, input, train)));
+                var known = train ? IncarnationOf(e) : null;
+                var target = experts[e]; // the retry runs the lambda again, after the loop has moved on
+                calls.Add(UndeliveredRetry.Call(() => target.Forward(batchId, input, train, known)));
             }
-            var results = await Task.WhenAll(calls);
+            var answers = await Task.WhenAll(calls);
+            if (train) for (int j = 0; j < sent.Count; j++) Remember(sent[j], answers[j]);
+            var results = answers.Select(a => a.Value).ToArray();
             var plan = routing.Plan;
             var y = await queue.RunAsync(() =>
             {
@@ -349,7 +367,9 @@ public sealed partial class RouterGrain(
                     .Select((g, e) => plan.Experts[e].Count > 0 ? TensorWire.ToPayload(g, s.WireDType) : null).ToArray();
             });
             var sent = Enumerable.Range(0, c.NumExperts).Where(e => grads[e] is not null).ToArray();
-            var dxs = await Task.WhenAll(sent.Select(e => UndeliveredRetry.Call(() => experts[e].Backward(batchId, grads[e]!))));
+            var answers = await Task.WhenAll(sent.Select(e => UndeliveredRetry.Call(() => experts[e].Backward(batchId, grads[e]!, IncarnationOf(e)))));
+            for (int j = 0; j < sent.Length; j++) Remember(sent[j], answers[j]);
+            var dxs = answers.Select(a => a.Value).ToArray();
             return await queue.RunAsync(() =>
             {
                 using var scope = NewDisposeScope();
@@ -398,12 +418,13 @@ public sealed partial class RouterGrain(
             var scale = 1.0;
             if (s.Optimizer.MaxGradNorm > 0)
             {
-                var expertNorms = await Task.WhenAll(experts.Select(e => UndeliveredRetry.Call(e.GradientSquaredNorm)));
+                var expertNorms = await Task.WhenAll(experts.Select((e, i) => UndeliveredRetry.Call(() => e.GradientSquaredNorm(IncarnationOf(i)))));
                 var gateNorm = await queue.RunAsync(() => OptimizerFactory.GradientSquaredNorm([r.GateWeight]));
                 scale = OptimizerFactory.ClipScale(s.Optimizer.MaxGradNorm, expertNorms.Sum() + gateNorm);
             }
             // Experts step and, at a checkpoint step, make their checkpoints durable before they answer.
-            await Task.WhenAll(experts.Select(e => UndeliveredRetry.Call(() => e.Step(stepId, scale))));
+            await Task.WhenAll(experts.Select((e, i) => UndeliveredRetry.Call(() => e.Step(stepId, scale, IncarnationOf(i)))));
+            incarnations.Clear();
             var o = optimizer!;
             await queue.RunAsync(() => OptimizerFactory.Step(o, [r.GateWeight], scale));
             version = stepId;
@@ -437,6 +458,7 @@ public sealed partial class RouterGrain(
         // Lost experts reactivate elsewhere from their checkpoints here; survivors drop their
         // gradients and saved forwards, or roll back a step the layer never committed.
         await BringExpertsTo(durableVersion);
+        incarnations.Clear();
         version = durableVersion;
         reconciled = true;
         logger.LogWarning("Layer {Layer} recovered: version {From} → durable version {Version}, {Dropped} micro-batch(es) in flight dropped",
@@ -479,6 +501,7 @@ public sealed partial class RouterGrain(
             return OptimizerFactory.Create(spec0.Optimizer, [r.GateWeight]);
         });
         version = stepId;
+        incarnations.Clear();
         await WriteCheckpoint();
         durableVersion = stepId;
         logger.LogInformation("Layer {Layer} imported {Count} weight tensors as version {Version}", Layer, byName.Count, version);
