@@ -175,21 +175,42 @@ public sealed class ExpertGrain(
         version = record.Version;
     }
 
-    private async Task WriteCheckpoint()
+    /// <summary>
+    /// This expert's state at its current version as a record: a checkpoint, or with
+    /// <paramref name="stepState"/> a hand-off that also carries the step under way.
+    /// </summary>
+    private Task<CheckpointRecord> Capture(bool stepState)
     {
         var (s, e) = Ready();
         var o = optimizer!;
         var at = version;
-        var record = await queue.RunAsync(() => new CheckpointRecord
+        var name = incarnation;
+        return queue.RunAsync(() =>
         {
-            Kind = CheckpointRecord.ExpertKind,
-            Layer = layer,
-            Index = index,
-            Version = at,
-            SpecJson = CheckpointCodec.EncodeSpec(s),
-            Weights = ModelState.Capture(e.Ffn.named_parameters()),
-            OptimizerState = ModelState.CaptureOptimizer(o),
+            var record = new CheckpointRecord
+            {
+                Kind = stepState ? CheckpointRecord.HandoffKind : CheckpointRecord.ExpertKind,
+                Layer = layer,
+                Index = index,
+                Version = at,
+                SpecJson = CheckpointCodec.EncodeSpec(s),
+                Weights = ModelState.Capture(e.Ffn.named_parameters()),
+                OptimizerState = ModelState.CaptureOptimizer(o),
+            };
+            if (stepState)
+            {
+                record.Gradients = ModelState.CaptureGradients(e.Ffn.named_parameters());
+                record.SavedInputs = e.SavedInputs().Select(p => ModelState.Capture($"{p.BatchId}", p.Input)).ToArray();
+                record.Incarnation = name;
+            }
+            return record;
         });
+    }
+
+    private async Task WriteCheckpoint()
+    {
+        var record = await Capture(stepState: false);
+        var at = record.Version;
         try
         {
             await store.WriteAsync(CheckpointKey, at, CheckpointCodec.Encode(record));
@@ -351,22 +372,8 @@ public sealed class ExpertGrain(
             DeactivateOnIdle();
             return;
         }
-        var (s, e) = Ready();
-        var o = optimizer!;
-        var at = version;
-        var record = await queue.RunAsync(() => new CheckpointRecord
-        {
-            Kind = CheckpointRecord.HandoffKind,
-            Layer = layer,
-            Index = index,
-            Version = at,
-            SpecJson = CheckpointCodec.EncodeSpec(s),
-            Weights = ModelState.Capture(e.Ffn.named_parameters()),
-            OptimizerState = ModelState.CaptureOptimizer(o),
-            Gradients = ModelState.CaptureGradients(e.Ffn.named_parameters()),
-            Incarnation = incarnation,
-            SavedInputs = e.SavedInputs().Select(p => ModelState.Capture($"{p.BatchId}", p.Input)).ToArray(),
-        });
+        var record = await Capture(stepState: true);
+        var at = record.Version;
         await store.WriteAsync(HandoffKey, at, CheckpointCodec.Encode(record));
         logger.LogInformation("Expert {Expert} hands off from silo {Silo} at version {Version} with {Pending} forward(s) awaiting backward",
             Name, slots.Local.Silo, at, record.SavedInputs.Length);
