@@ -14,16 +14,23 @@ public sealed class EmbeddedCluster : IAsyncDisposable
 {
     private readonly List<IHost> hosts = [];
 
-    private EmbeddedCluster(string clusterId) => ClusterId = clusterId;
+    private EmbeddedCluster(string clusterId, string store)
+    {
+        ClusterId = clusterId;
+        Store = store;
+    }
 
     public string ClusterId { get; }
+    /// <summary>The silos' checkpoint directory: temporary, like the cluster, and deleted with it.</summary>
+    public string Store { get; }
     public int[] GatewayPorts { get; private set; } = [];
     public int SiloCount => hosts.Count;
 
     public static async Task<EmbeddedCluster> StartAsync(int silos, int expertsPerDevice, CancellationToken cancellationToken = default)
     {
         if (silos < 1) throw new ArgumentException($"--silos is {silos}; expected ≥ 1");
-        var cluster = new EmbeddedCluster($"moe-embedded-{Environment.ProcessId}");
+        var cluster = new EmbeddedCluster($"moe-embedded-{Environment.ProcessId}",
+            Directory.CreateTempSubdirectory("moe-embedded-store-").FullName);
         var ports = FreePorts(2 * silos);
         try
         {
@@ -38,6 +45,7 @@ public sealed class EmbeddedCluster : IAsyncDisposable
                     Devices = "auto",
                     ExpertsPerDevice = expertsPerDevice,
                     SiloName = $"embedded-{i}",
+                    Store = cluster.Store,
                 }, logging: l => { });
                 cluster.hosts.Add(host);
                 await host.StartAsync(cancellationToken);
@@ -70,5 +78,6 @@ public sealed class EmbeddedCluster : IAsyncDisposable
             hosts[i].Dispose();
         }
         hosts.Clear();
+        try { Directory.Delete(Store, recursive: true); } catch (IOException) { }
     }
 }
