@@ -6,11 +6,20 @@ namespace MoeCluster.Cli;
 /// <summary>The options every command that talks to a running cluster shares: where it is, and its id.</summary>
 public sealed class ClusterConnection
 {
-    public Option<string> Cluster { get; } = new("--cluster")
+    /// <param name="embeddedByDefault">The command runs its own silos unless <c>--cluster</c> is given (the demo).</param>
+    public ClusterConnection(bool embeddedByDefault = false)
     {
-        Description = "Membership of the cluster to use: localhost (with --gateway-port) or redis://host:port",
-        DefaultValueFactory = _ => "localhost",
-    };
+        Cluster = new("--cluster")
+        {
+            Description = embeddedByDefault
+                ? "Use running silos instead of starting them in this process: localhost (with --gateway-port) or redis://host:port"
+                : "Membership of the cluster to use: localhost (with --gateway-port) or redis://host:port",
+        };
+        if (embeddedByDefault) Cluster.HelpName = "localhost|redis://host:port";
+        else Cluster.DefaultValueFactory = _ => "localhost";
+    }
+
+    public Option<string> Cluster { get; }
 
     public Option<int[]> GatewayPorts { get; } = new("--gateway-port")
     {

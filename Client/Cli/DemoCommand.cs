@@ -15,9 +15,8 @@ public static class DemoCommand
         var batch = new Option<int>("--batch") { Description = "Tokens per step", DefaultValueFactory = _ => d.BatchTokens };
         var seed = new Option<long>("--seed") { Description = "Seed of weights and data", DefaultValueFactory = _ => d.Seed };
         var json = new Option<bool>("--json") { Description = "Print only a JSON summary (initial_loss, final_loss, steps, experts, silos, …) on stdout" };
-        var cluster = new Option<string?>("--cluster") { Description = "Train against running silos (localhost with --gateway-port, or redis://host:port) instead of starting them in this process" };
-        var gateways = new Option<int[]>("--gateway-port") { Description = "With --cluster localhost: the silos' gateway port(s)", DefaultValueFactory = _ => [30000], AllowMultipleArgumentsPerToken = true };
-        var clusterId = new Option<string>("--cluster-id") { Description = "With --cluster: the silos' cluster id", DefaultValueFactory = _ => new MoeCluster.Client.MoeClientOptions().ClusterId };
+        // Without --cluster the demo starts its own silos; with it, it trains against running ones.
+        var connection = new ClusterConnection(embeddedByDefault: true);
         var layer = new Option<string>("--layer") { Description = "Name of the demo's layer", DefaultValueFactory = _ => d.Layer };
         var export = new Option<string?>("--export") { Description = "Write the trained layer as a safetensors file when training ends" };
         var keep = new Option<bool>("--keep") { Description = "With --cluster: leave the layer in the cluster (it is deleted by default)" };
@@ -25,8 +24,9 @@ public static class DemoCommand
             "Example: ./moe demo --steps 100 --experts 8 --top-k 2\n" +
             "Against running silos: ./moe demo --cluster redis://127.0.0.1:6379 --export demo.safetensors")
         {
-            steps, experts, topK, silos, perDevice, batch, seed, json, cluster, gateways, clusterId, layer, export, keep,
+            steps, experts, topK, silos, perDevice, batch, seed, json, layer, export, keep,
         };
+        connection.AddTo(command);
         command.SetAction(async (parse, cancel) =>
         {
             await DemoRunner.RunAsync(new DemoOptions
@@ -39,9 +39,7 @@ public static class DemoCommand
                 BatchTokens = parse.GetValue(batch),
                 Seed = parse.GetValue(seed),
                 Json = parse.GetValue(json),
-                Cluster = parse.GetValue(cluster) is { } address
-                    ? new MoeCluster.Client.MoeClientOptions { Cluster = address, GatewayPorts = parse.GetValue(gateways)!, ClusterId = parse.GetValue(clusterId)! }
-                    : null,
+                Cluster = parse.GetValue(connection.Cluster) is not null ? connection.Options(parse) : null,
                 Layer = parse.GetValue(layer)!,
                 Export = parse.GetValue(export),
                 Keep = parse.GetValue(keep),
