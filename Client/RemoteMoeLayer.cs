@@ -35,6 +35,9 @@ public sealed class RemoteMoeLayer
     private readonly SemaphoreSlim recovering = new(1, 1);
     private long recoveryGeneration;
     private long? version;
+    // The router activation this client last trained with. Another one means the router came
+    // back from its checkpoint (its silo was lost) and may be behind: the layer must recover.
+    private string? routerEpoch;
     private (long Batch, Exception Error)? backwardFailure;
 
     internal RemoteMoeLayer(IClusterClient client, string name, LayerSpec spec, ILogger? logger = null,
@@ -110,7 +113,13 @@ public sealed class RemoteMoeLayer
             {
                 var result = await gateway.Forward(entry.Id, entry.X, true, Lost);
                 entry.Epoch = result.Epoch;
-                return result;
+                if (routerEpoch is null || routerEpoch == result.Epoch)
+                {
+                    routerEpoch = result.Epoch;
+                    return result;
+                }
+                await RecoverAsync(new InvalidOperationException($"the router of layer \"{Name}\" was reactivated from its checkpoint"), generation);
+                if (entry.Replayed is { } replayed) return replayed;
             }
             catch (Exception e) when (TransientFailures.IsTransient(e))
             {
@@ -187,6 +196,12 @@ public sealed class RemoteMoeLayer
             {
                 await RecoverAsync(e, generation);
             }
+            catch (InvalidOperationException e) when (routerEpoch is not null)
+            {
+                // A step refused by a router that came back from its checkpoint behind this client.
+                if (!await RouterWasReplaced(routerEpoch)) throw;
+                await RecoverAsync(e, generation);
+            }
         }
     }
 
@@ -235,6 +250,7 @@ public sealed class RemoteMoeLayer
 
     private async Task Replay(long durable)
     {
+        routerEpoch = await gateway.GetEpoch(Lost);
         var reached = version ?? durable;
         var retained = log.After(durable).Where(s => s.Applied).Select(s => s.StepId).ToHashSet();
         var lost = Enumerable.Range(1, (int)Math.Max(0, reached - durable)).Select(i => durable + i).Where(s => !retained.Contains(s)).ToList();
