@@ -1,3 +1,4 @@
+using MoeCluster.Client.Tests;
 using MoeCluster.Grains.Checkpoints;
 using MoeCluster.Hosting.Checkpoints;
 using StackExchange.Redis;
