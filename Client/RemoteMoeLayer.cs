@@ -19,6 +19,11 @@ namespace MoeCluster.Client;
 /// warning is logged. The run ends with the weights it would have had without the failure, as
 /// long as this object is the only one training the layer.
 /// </para>
+/// <para>
+/// A call that failed only on its way (a gateway went away, as when a silo stops gracefully)
+/// while the router and the experts kept their state is first sent again: the router answers a
+/// repeated batch id with the first call's answer, so nothing is replayed (<see cref="Repeats"/>).
+/// </para>
 /// </summary>
 public sealed class RemoteMoeLayer
 {
@@ -58,6 +63,9 @@ public sealed class RemoteMoeLayer
     /// <summary>How many times this object recovered the layer from a lost silo.</summary>
     public int Recoveries { get; private set; }
 
+    /// <summary>How many calls were sent again, with no recovery, after failing on their way.</summary>
+    public int Repeats { get; private set; }
+
     /// <summary>How long the last recovery took, from the failed call to the replayed state.</summary>
     public TimeSpan? LastRecoveryTime { get; private set; }
 
@@ -85,10 +93,26 @@ public sealed class RemoteMoeLayer
         LayerForwardResult result;
         if (!train)
         {
-            result = await Retry(() => gateway.Forward(id, payload, false, Lost));
+            while (true)
+            {
+                var generation = Interlocked.Read(ref recoveryGeneration);
+                try
+                {
+                    result = await Retry(() => gateway.Forward(id, payload, false, Lost));
+                    break;
+                }
+                catch (Exception e) when (TransientFailures.IsStateLost(e))
+                {
+                    await RecoverAsync(e, generation); // an expert came back at another version
+                }
+            }
         }
         else
         {
+            // Refused here, as the router would: a repeat of a logged id would get the router's
+            // first answer, since repeats are how this client resends calls lost on their way.
+            if (log.Find(id) is { Dy: null })
+                throw new InvalidOperationException($"batch {id} is already in flight on layer \"{Name}\"; run its backward (or discard it) before reusing the id");
             var entry = log.AddForward(await CurrentStep(), id, payload);
             try
             {
@@ -106,6 +130,7 @@ public sealed class RemoteMoeLayer
 
     private async Task<LayerForwardResult> ForwardLogged(ReplayLog.Batch entry)
     {
+        var repeats = 0;
         while (true)
         {
             var generation = Interlocked.Read(ref recoveryGeneration);
@@ -123,6 +148,7 @@ public sealed class RemoteMoeLayer
             }
             catch (Exception e) when (TransientFailures.IsTransient(e))
             {
+                if (await CanRepeat(e, repeats++, generation)) continue;
                 await RecoverAsync(e, generation);
                 if (entry.Replayed is { } replayed) return replayed; // the replay ran this forward
             }
@@ -138,6 +164,10 @@ public sealed class RemoteMoeLayer
         ArgumentNullException.ThrowIfNull(dy);
         var payload = TensorWire.ToPayload(dy);
         var entry = log.Find(batchId);
+        if (entry is { Dy: not null })
+            throw new InvalidOperationException(
+                $"no training forward is pending for batch {batchId} on layer \"{Name}\": it never ran with train = true, its backward already ran, or it expired");
+        var repeats = 0;
         while (true)
         {
             var generation = Interlocked.Read(ref recoveryGeneration);
@@ -154,6 +184,7 @@ public sealed class RemoteMoeLayer
             }
             catch (Exception e) when (TransientFailures.IsTransient(e) && entry is not null)
             {
+                if (await CanRepeat(e, repeats++, generation)) continue;
                 await RecoverAsync(e, generation);
             }
             catch (InvalidOperationException e) when (entry?.Epoch is not null)
@@ -168,6 +199,29 @@ public sealed class RemoteMoeLayer
 
     private async Task<bool> RouterWasReplaced(string epoch) => await Retry(() => gateway.GetEpoch(Lost)) != epoch;
 
+    /// <summary>
+    /// Whether a call that failed in transit is simply sent again: once, when no recovery ran
+    /// meanwhile, no expert lost its state, and the router is still the activation this client
+    /// trained with (it keeps the first call's answer, or runs the call if it never arrived).
+    /// </summary>
+    private async Task<bool> CanRepeat(Exception failure, int repeats, long generation)
+    {
+        if (repeats > 0 || routerEpoch is null || TransientFailures.IsStateLost(failure)) return false;
+        if (Interlocked.Read(ref recoveryGeneration) != generation) return false;
+        try
+        {
+            if (await RouterWasReplaced(routerEpoch)) return false;
+        }
+        catch (Exception e) when (TransientFailures.IsTransient(e) || e is TimeoutException)
+        {
+            return false;
+        }
+        Repeats++;
+        logger.LogInformation("Layer {Layer}: a call failed on its way ({Cause}); the router kept its state, sending it again",
+            Name, failure.GetType().Name);
+        return true;
+    }
+
     /// <summary>Applies the next step (the layer's version + 1) and returns the new version.</summary>
     public async Task<long> StepAsync()
     {
@@ -179,6 +233,7 @@ public sealed class RemoteMoeLayer
     public async Task<long> StepAsync(long stepId)
     {
         ThrowIfBackwardFailed();
+        var repeats = 0;
         while (true)
         {
             var generation = Interlocked.Read(ref recoveryGeneration);
@@ -194,6 +249,7 @@ public sealed class RemoteMoeLayer
             }
             catch (Exception e) when (TransientFailures.IsTransient(e))
             {
+                if (await CanRepeat(e, repeats++, generation)) continue;
                 await RecoverAsync(e, generation);
             }
             catch (InvalidOperationException e) when (routerEpoch is not null)
@@ -286,7 +342,7 @@ public sealed class RemoteMoeLayer
         while (true)
         {
             try { return await call(); }
-            catch (Exception e) when (TransientFailures.IsTransient(e) && DateTime.UtcNow - started < recoveryTimeout)
+            catch (Exception e) when (TransientFailures.IsTransient(e) && !TransientFailures.IsStateLost(e) && DateTime.UtcNow - started < recoveryTimeout)
             {
                 await Task.Delay(250);
             }
@@ -303,6 +359,13 @@ public sealed class RemoteMoeLayer
         throw new InvalidOperationException(
             $"the backward of batch {failure.Batch} through layer \"{Name}\" failed, so its gradients are incomplete: {failure.Error.Message}", failure.Error);
     }
+
+    /// <summary>
+    /// Returns once the checkpoints of every applied step are durable (a step returns before they
+    /// are written, unless <see cref="LayerSpec.CheckpointBeforeStepReturns"/>): before the client
+    /// goes away or the cluster is stopped. Returns the durable version.
+    /// </summary>
+    public Task<long> FlushAsync() => Retry(() => router.Flush());
 
     /// <summary>Optimizer steps applied to the layer.</summary>
     public Task<long> GetVersionAsync() => Retry(() => gateway.GetVersion(Lost));

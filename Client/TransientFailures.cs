@@ -21,4 +21,12 @@ public static class TransientFailures
         OperationCanceledException => true, // the SDK's own cancellation: a gateway connection was lost
         _ => e.InnerException is { } inner && IsTransient(inner),
     };
+
+    /// <summary>An expert lost its state or came back at another version: only a recovery helps, not a repeat.</summary>
+    public static bool IsStateLost(Exception e) => e switch
+    {
+        ExpertStateLostException => true,
+        AggregateException a => a.InnerExceptions.Any(IsStateLost),
+        _ => e.InnerException is { } inner && IsStateLost(inner),
+    };
 }

@@ -13,23 +13,39 @@ public interface IMoeExpertGrain : IGrainWithIntegerCompoundKey
 
     /// <summary>FFN_e of the rows sent; in training the expert keeps what backward needs.</summary>
     /// <remarks>
+    /// <paramref name="layerVersion"/>: the version (steps applied) the router is at. An expert at
+    /// another version came back from an older checkpoint (or the router did): it refuses with
+    /// <see cref="ExpertStateLostException"/> rather than mix versions.
     /// <paramref name="incarnation"/>: the one this expert answered with earlier in the current step,
     /// or null for its first call of the step. A different one means the expert was lost and came
     /// back from its checkpoint without the step's state: it refuses with <see cref="ExpertStateLostException"/>.
     /// </remarks>
-    Task<ExpertOutput> Forward(long batchId, TensorPayload x, bool train, string? incarnation);
+    Task<ExpertOutput> Forward(long batchId, TensorPayload x, bool train, long layerVersion, string? incarnation);
 
     /// <summary>∂L/∂x_e for ∂L/∂FFN_e(x_e) = <paramref name="outputGrad"/>; parameter gradients accumulate.</summary>
-    Task<ExpertOutput> Backward(long batchId, TensorPayload outputGrad, string? incarnation);
+    Task<ExpertOutput> Backward(long batchId, TensorPayload outputGrad, long layerVersion, string? incarnation);
 
     /// <summary>Frees a saved forward; false when there was none.</summary>
     Task<bool> Discard(long batchId);
 
     /// <summary>Σ of the squares of every accumulated parameter gradient, for global-norm clipping.</summary>
-    Task<double> GradientSquaredNorm(string? incarnation);
+    Task<double> GradientSquaredNorm(long layerVersion, string? incarnation);
 
-    /// <summary>Scales the gradients by <paramref name="gradScale"/>, applies the optimizer and clears them. Idempotent per step id.</summary>
+    /// <summary>
+    /// Scales the gradients by <paramref name="gradScale"/>, applies the optimizer and clears them.
+    /// Idempotent per step id. At a checkpoint step the expert captures its state before it
+    /// answers and writes it in the background (or before it answers, with
+    /// <see cref="LayerSpec.CheckpointBeforeStepReturns"/>); <see cref="FlushCheckpoint"/> waits for it.
+    /// </summary>
     Task<long> Step(long stepId, double gradScale, string? incarnation);
+
+    /// <summary>
+    /// Returns once the checkpoint of <paramref name="version"/> is durable, writing it again if its
+    /// background write failed; throws <see cref="CheckpointWriteException"/> if it cannot be written.
+    /// Interleaves with forwards: it only waits on the store.
+    /// </summary>
+    [AlwaysInterleave]
+    Task FlushCheckpoint(long version);
 
     /// <summary>
     /// Brings the expert to <paramref name="version"/> with no accumulated gradient and no saved

@@ -34,6 +34,13 @@ public interface IMoeRouterGrain : IGrainWithStringKey
     Task<StepResult> Step(long stepId);
 
     /// <summary>
+    /// Returns once every applied checkpoint step is durable (a step's checkpoints are written
+    /// while the next micro-batches run), writing again what failed; returns the durable version.
+    /// Throws <see cref="CheckpointWriteException"/> when the store cannot take them.
+    /// </summary>
+    Task<long> Flush();
+
+    /// <summary>
     /// After a failure (a lost silo): brings the router and every expert back to the layer's
     /// newest durable version, with no gradients and no micro-batch in flight, reactivating lost
     /// experts from their checkpoints. Returns that version; the caller replays what came after.

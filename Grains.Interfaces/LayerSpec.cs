@@ -36,7 +36,13 @@ public sealed record LayerSpec
     [Id(18)] public TimeSpan SavedForwardTimeout { get; init; } = TimeSpan.FromMinutes(10);
     /// <summary>
     /// Write a checkpoint of the router and every expert every this many steps (1: at every step).
-    /// A step returns once its checkpoints are durable; a lost silo costs at most the steps since.
+    /// A lost silo costs at most the steps since the newest durable one (the SDK replays them).
     /// </summary>
     [Id(19)] public int CheckpointEvery { get; init; } = 1;
+    /// <summary>
+    /// False (the default): a step captures its state and returns; the checkpoints are written while
+    /// the next step's micro-batches run, and the next step waits for them (it fails, not applied,
+    /// when they could not be written). True: a step returns only once its checkpoints are durable.
+    /// </summary>
+    [Id(20)] public bool CheckpointBeforeStepReturns { get; init; }
 }

@@ -38,9 +38,11 @@ public sealed class ExpertGrain(
     private optim.Optimizer? optimizer;
     private Parameter[] parameters = [];
     private long version;
-    // The newest version whose checkpoint is written. Behind version only when a checkpoint write
-    // failed: a repeated Step then writes it again instead of answering "already applied".
+    // The newest version whose checkpoint is written. Behind version while a checkpoint is being
+    // written in the background, or when its write failed: FlushCheckpoint then writes it again.
     private long durableVersion;
+    // The newest checkpoint write; steps wait for it, so at most one is in flight.
+    private Task checkpointWrite = Task.CompletedTask;
     private IGrainTimer? expiryTimer;
 
     // Names this expert's in-memory step state (gradients, saved forwards). A new activation that
@@ -80,6 +82,7 @@ public sealed class ExpertGrain(
 
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
+        await CheckpointWriteSettled();
         localExperts.Remove(index, layer);
         await DisposeModel();
         await Registry.Release(this.GetGrainId().ToString(), slots.Local.Silo);
@@ -101,7 +104,6 @@ public sealed class ExpertGrain(
         await BuildModel(newSpec);
         version = 0;
         await WriteCheckpoint(); // version 0, so that a lost expert comes back without its router
-        durableVersion = 0;
         return Placement;
     }
 
@@ -209,17 +211,45 @@ public sealed class ExpertGrain(
 
     private async Task WriteCheckpoint()
     {
-        var record = await Capture(stepState: false);
+        await CheckpointWriteSettled();
+        await Write(await Capture(stepState: false));
+    }
+
+    /// <summary>Encodes and stores a captured record; the durable version advances once it is stored.</summary>
+    private async Task Write(CheckpointRecord record)
+    {
         var at = record.Version;
         try
         {
-            await store.WriteAsync(CheckpointKey, at, CheckpointCodec.Encode(record));
+            var bytes = await Task.Run(() => CheckpointCodec.Encode(record)); // megabytes: off the grain scheduler
+            await store.WriteAsync(CheckpointKey, at, bytes);
         }
         catch (Exception failure) when (failure is not ArgumentException)
         {
             // The store's own exception types need not cross to the caller; its message does.
             throw new CheckpointWriteException($"checkpoint {CheckpointKey} version {at} of expert {Name} could not be written: {failure.Message}");
         }
+        if (version == at) durableVersion = at;
+    }
+
+    /// <summary>Waits for the write in flight, if any; its failure is FlushCheckpoint's to report.</summary>
+    private async Task CheckpointWriteSettled()
+    {
+        try { await checkpointWrite; }
+        catch (CheckpointWriteException) { }
+    }
+
+    public async Task FlushCheckpoint(long target)
+    {
+        if (durableVersion >= target) return;
+        await CheckpointWriteSettled();
+        if (durableVersion >= target) return;
+        if (version != target)
+            throw new ExpertStateLostException(
+                $"expert {Name} cannot make version {target} durable: it is at version {version} (it came back from its checkpoint); the layer must recover");
+        // The background write failed (its store was out of reach): write it again, once for all callers.
+        if (checkpointWrite.IsCompleted) checkpointWrite = WriteCheckpoint();
+        await checkpointWrite;
     }
 
     private async Task ExpireSavedForwards()
@@ -238,6 +268,16 @@ public sealed class ExpertGrain(
         spec is not null && expert is not null ? (spec, expert)
         : throw new InvalidOperationException($"expert {Name} is not initialised; create layer \"{layer}\" through its router first");
 
+    /// <summary>Refuses a call meant for another version or incarnation of this expert's state.</summary>
+    private void CheckState(long layerVersion, string? expected)
+    {
+        if (layerVersion != version)
+            throw new ExpertStateLostException(version < layerVersion
+                ? $"expert {Name} is at version {version}, behind its layer at {layerVersion} (it came back from an older checkpoint); the layer must recover"
+                : $"expert {Name} is at version {version}, ahead of its router at {layerVersion}; the layer must recover");
+        CheckIncarnation(expected);
+    }
+
     private void CheckIncarnation(string? expected)
     {
         if (expected is not null && expected != incarnation)
@@ -245,10 +285,10 @@ public sealed class ExpertGrain(
                 $"expert {Name} lost the state of the current step (it came back from its checkpoint at version {version}); the layer must recover");
     }
 
-    public async Task<ExpertOutput> Forward(long batchId, TensorPayload x, bool train, string? expected)
+    public async Task<ExpertOutput> Forward(long batchId, TensorPayload x, bool train, long layerVersion, string? expected)
     {
         var (s, e) = Ready();
-        CheckIncarnation(expected);
+        CheckState(layerVersion, expected);
         var (y, elapsed) = await queue.RunTimedAsync(() =>
         {
             using var scope = NewDisposeScope();
@@ -262,10 +302,10 @@ public sealed class ExpertGrain(
         return new ExpertOutput(y, incarnation);
     }
 
-    public async Task<ExpertOutput> Backward(long batchId, TensorPayload outputGrad, string? expected)
+    public async Task<ExpertOutput> Backward(long batchId, TensorPayload outputGrad, long layerVersion, string? expected)
     {
         var (s, e) = Ready();
-        CheckIncarnation(expected);
+        CheckState(layerVersion, expected);
         var (dx, elapsed) = await queue.RunTimedAsync(() =>
         {
             using var scope = NewDisposeScope();
@@ -283,10 +323,10 @@ public sealed class ExpertGrain(
         return await queue.RunAsync(() => e.Discard(batchId));
     }
 
-    public async Task<double> GradientSquaredNorm(string? expected)
+    public async Task<double> GradientSquaredNorm(long layerVersion, string? expected)
     {
         Ready();
-        CheckIncarnation(expected);
+        CheckState(layerVersion, expected);
         var ps = parameters;
         return await queue.RunAsync(() => OptimizerFactory.GradientSquaredNorm(ps));
     }
@@ -294,15 +334,15 @@ public sealed class ExpertGrain(
     public async Task<long> Step(long stepId, double gradScale, string? expected)
     {
         var (s, _) = Ready();
-        if (stepId == version && durableVersion < version && version % s.CheckpointEvery == 0)
+        if (stepId == version && durableVersion < version && version % s.CheckpointEvery == 0 && s.CheckpointBeforeStepReturns)
         {
-            await WriteCheckpoint(); // applied, but its checkpoint failed: the retry makes it durable
-            durableVersion = version;
+            await FlushCheckpoint(version); // applied, but its checkpoint failed: the retry makes it durable
             return version;
         }
         if (stepId <= version) return version; // already applied: a repeated call changes nothing
         if (stepId != version + 1)
-            throw new InvalidOperationException($"step {stepId} cannot be applied to expert {Name} at version {version}; steps are applied in order, next is {version + 1}");
+            throw new ExpertStateLostException(
+                $"step {stepId} cannot be applied to expert {Name} at version {version} (it came back from an older checkpoint); the layer must recover");
         CheckIncarnation(expected);
         if (!double.IsFinite(gradScale) || gradScale <= 0)
             throw new ArgumentException($"gradient scale is {gradScale}; expected a finite number > 0");
@@ -313,8 +353,12 @@ public sealed class ExpertGrain(
         version = stepId;
         if (version % s.CheckpointEvery == 0)
         {
-            await WriteCheckpoint(); // a failure here fails the step: no layer commits a version that is not durable
-            durableVersion = version;
+            // The state is captured now; the next step's forwards only read it while it is written.
+            await CheckpointWriteSettled();
+            var record = await Capture(stepState: false);
+            checkpointWrite = Write(record);
+            // Either way no layer commits a version that is not durable: the router flushes first.
+            if (s.CheckpointBeforeStepReturns) await checkpointWrite;
         }
         return version;
     }
@@ -324,6 +368,7 @@ public sealed class ExpertGrain(
         Ready();
         // Behind the target (its newest checkpoint was corrupt): report it, the router goes back to it.
         if (target > version) return version;
+        await CheckpointWriteSettled();
         if (target < version)
         {
             logger.LogWarning("Expert {Expert} rolls back from version {Version} to {Target}: its layer never committed the steps between", Name, version, target);
@@ -361,7 +406,6 @@ public sealed class ExpertGrain(
         if (old is not null) await queue.RunAsync(old.Dispose);
         version = stepId;
         await WriteCheckpoint();
-        durableVersion = version;
         return version;
     }
 
@@ -372,6 +416,7 @@ public sealed class ExpertGrain(
             DeactivateOnIdle();
             return;
         }
+        await CheckpointWriteSettled();
         var record = await Capture(stepState: true);
         var at = record.Version;
         await store.WriteAsync(HandoffKey, at, CheckpointCodec.Encode(record));
@@ -411,6 +456,7 @@ public sealed class ExpertGrain(
 
     public async Task Delete()
     {
+        await CheckpointWriteSettled();
         await store.DeleteAsync(CheckpointKey);
         await store.DeleteAsync(HandoffKey);
         await DisposeModel();

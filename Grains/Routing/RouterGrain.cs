@@ -17,7 +17,13 @@ namespace MoeCluster.Grains.Routing;
 /// queue; the weights are read by forwards and backwards and written only by a step, which a
 /// <see cref="GrainReaderWriterGate"/> keeps apart. It checkpoints the gate at the layer's
 /// checkpoint steps, after every expert's checkpoint of that step is durable, so its own newest
-/// checkpoint is the layer's newest durable version.
+/// checkpoint is the layer's newest durable version. That commit runs in the background while
+/// the next step's micro-batches go on; the next step waits for it.
+/// <para>
+/// A training forward or backward repeated with the same batch id (the SDK lost the answer with a
+/// gateway) gets the first call's answer instead of running twice, so losing a connection is not
+/// losing a step.
+/// </para>
 /// </summary>
 [Reentrant, KeepAlive]
 public sealed partial class RouterGrain(
@@ -42,6 +48,14 @@ public sealed partial class RouterGrain(
     private long version;
     private long durableVersion;
     private (long Id, Task<StepResult> Task)? runningStep;
+    // The gradient scale computed for a step, reused if that step is repeated after a partial
+    // failure (some experts stepped and cleared their gradients, so the norm cannot be measured again).
+    private (long Id, double Scale)? stepScale;
+    // The commit (experts' checkpoints, then the router's) of the newest checkpointed step.
+    private Task commit = Task.CompletedTask;
+    // Answers of training calls kept for repeats: forwards until their backward, backwards until the step.
+    private readonly Dictionary<long, (int Fingerprint, Task<LayerForwardResult> Answer)> forwardAnswers = new();
+    private readonly Dictionary<long, (int Fingerprint, Task<TensorPayload> Answer)> backwardAnswers = new();
     private IGrainTimer? expiryTimer;
 
     // Set when the router came back from a checkpoint: its experts may be ahead of it (a step it
@@ -112,6 +126,7 @@ public sealed partial class RouterGrain(
 
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
+        await CommitSettled();
         await DiscardPending();
         var r = router; var o = optimizer;
         await queue.RunAsync(() =>
@@ -125,6 +140,8 @@ public sealed partial class RouterGrain(
     {
         var batches = pending.Values.OfType<PendingBatch>().ToList();
         pending.Clear();
+        forwardAnswers.Clear();
+        backwardAnswers.Clear();
         if (batches.Count > 0) await queue.RunAsync(() => { foreach (var b in batches) b.Dispose(); });
     }
 
@@ -167,12 +184,14 @@ public sealed partial class RouterGrain(
         version = record.Version;
     }
 
-    private async Task WriteCheckpoint()
+    private async Task WriteCheckpoint() => await Write(await Capture());
+
+    private Task<CheckpointRecord> Capture()
     {
         var (s, _, r) = Ready();
         var o = optimizer!;
         var at = version;
-        var record = await queue.RunAsync(() => new CheckpointRecord
+        return queue.RunAsync(() => new CheckpointRecord
         {
             Kind = CheckpointRecord.RouterKind,
             Layer = Layer,
@@ -181,6 +200,11 @@ public sealed partial class RouterGrain(
             Weights = ModelState.Capture([("gate", r.GateWeight)]),
             OptimizerState = ModelState.CaptureOptimizer(o),
         });
+    }
+
+    private async Task Write(CheckpointRecord record)
+    {
+        var at = record.Version;
         try
         {
             await store.WriteAsync(CheckpointKey, at, CheckpointCodec.Encode(record));
@@ -266,11 +290,47 @@ public sealed partial class RouterGrain(
 
     public async Task<LayerForwardResult> Forward(long batchId, TensorPayload x, bool train)
     {
-        var (s, c, r) = Ready();
+        var (_, c, _) = Ready();
         CheckPayload(x, c.DModel, "x");
+        if (!train) return await RunForward(batchId, x, train);
+        var fingerprint = Fingerprint(x, 0);
+        if (forwardAnswers.TryGetValue(batchId, out var earlier) && earlier.Fingerprint == fingerprint)
+            return await earlier.Answer; // a repeat whose first answer was lost on the way back
+        var answer = RunForward(batchId, x, train);
+        if (!answer.IsFaulted)
+        {
+            forwardAnswers[batchId] = (fingerprint, answer);
+            backwardAnswers.Remove(batchId); // the id is used again: its backward is a new one
+        }
+        try
+        {
+            return await answer;
+        }
+        catch
+        {
+            if (forwardAnswers.TryGetValue(batchId, out var kept) && kept.Answer == answer) forwardAnswers.Remove(batchId);
+            throw;
+        }
+    }
+
+    /// <summary>Identifies a call's tensor, so that a repeat is told apart from a reused batch id.</summary>
+    private static int Fingerprint(TensorPayload p, double extra)
+    {
+        var hash = new HashCode();
+        hash.Add(p.DType);
+        foreach (var d in p.Shape) hash.Add(d);
+        hash.AddBytes(p.Data);
+        hash.Add(extra);
+        return hash.ToHashCode();
+    }
+
+    private async Task<LayerForwardResult> RunForward(long batchId, TensorPayload x, bool train)
+    {
+        var (s, c, r) = Ready();
         await EnsureReconciled();
         if (train && !pending.TryAdd(batchId, null))
             throw new InvalidOperationException($"batch {batchId} is already in flight on layer \"{Layer}\"; run its backward (or discard it) before reusing the id");
+        var at = version;
         RouterForward? routing = null;
         Tensor?[] outputs = new Tensor?[c.NumExperts];
         var sent = new List<int>();
@@ -293,7 +353,7 @@ public sealed partial class RouterGrain(
                 sent.Add(e);
                 var known = train ? IncarnationOf(e) : null;
                 var target = experts[e]; // the retry runs the lambda again, after the loop has moved on
-                calls.Add(UndeliveredRetry.Call(() => target.Forward(batchId, input, train, known)));
+                calls.Add(UndeliveredRetry.Call(() => target.Forward(batchId, input, train, at, known)));
             }
             var answers = await Task.WhenAll(calls);
             if (train) for (int j = 0; j < sent.Count; j++) Remember(sent[j], answers[j]);
@@ -343,6 +403,20 @@ public sealed partial class RouterGrain(
 
     public async Task<TensorPayload> Backward(long batchId, TensorPayload dy, double auxGrad)
     {
+        Ready();
+        var fingerprint = Fingerprint(dy, auxGrad);
+        if (backwardAnswers.TryGetValue(batchId, out var earlier) && earlier.Fingerprint == fingerprint)
+            return await earlier.Answer; // a repeat whose first answer was lost: the gradients are in
+        var answer = RunBackward(batchId, dy, auxGrad);
+        // Kept even when it fails, once it got past its checks: some experts may hold its
+        // gradients, so it must not run again; a repeat sees the failure and the SDK recovers.
+        if (!answer.IsFaulted || answer.Exception?.InnerException is not (InvalidOperationException or ArgumentException))
+            backwardAnswers[batchId] = (fingerprint, answer);
+        return await answer;
+    }
+
+    private async Task<TensorPayload> RunBackward(long batchId, TensorPayload dy, double auxGrad)
+    {
         var (s, c, r) = Ready();
         if (!pending.TryGetValue(batchId, out var batch) || batch is null)
             throw new InvalidOperationException(batch is null && pending.ContainsKey(batchId)
@@ -355,6 +429,8 @@ public sealed partial class RouterGrain(
         if (!double.IsFinite(auxGrad))
             throw new ArgumentException($"∂L/∂aux is {auxGrad}; expected a finite number");
         pending.Remove(batchId);
+        forwardAnswers.Remove(batchId);
+        var at = version;
         try
         {
             using var reading = await weights.ReadAsync();
@@ -367,7 +443,7 @@ public sealed partial class RouterGrain(
                     .Select((g, e) => plan.Experts[e].Count > 0 ? TensorWire.ToPayload(g, s.WireDType) : null).ToArray();
             });
             var sent = Enumerable.Range(0, c.NumExperts).Where(e => grads[e] is not null).ToArray();
-            var answers = await Task.WhenAll(sent.Select(e => UndeliveredRetry.Call(() => experts[e].Backward(batchId, grads[e]!, IncarnationOf(e)))));
+            var answers = await Task.WhenAll(sent.Select(e => UndeliveredRetry.Call(() => experts[e].Backward(batchId, grads[e]!, at, IncarnationOf(e)))));
             for (int j = 0; j < sent.Length; j++) Remember(sent[j], answers[j]);
             var dxs = answers.Select(a => a.Value).ToArray();
             return await queue.RunAsync(() =>
@@ -390,9 +466,14 @@ public sealed partial class RouterGrain(
 
     public async Task<StepResult> Step(long stepId)
     {
-        Ready();
+        var (s, _, _) = Ready();
         await EnsureReconciled();
-        if (stepId <= version) return new StepResult(version, durableVersion); // already applied
+        if (stepId <= version)
+        {
+            // Already applied. Durable before it returns, if the layer asks for that and its write failed the first time.
+            if (stepId == version && s.CheckpointBeforeStepReturns) await MakeDurable($"step {stepId} of layer \"{Layer}\" is applied but not durable");
+            return new StepResult(version, durableVersion);
+        }
         if (runningStep is { } running)
         {
             if (running.Id == stepId) return await running.Task; // the same step, asked twice at once
@@ -415,23 +496,28 @@ public sealed partial class RouterGrain(
         {
             var (s, _, r) = Ready();
             using var writing = await weights.WriteAsync();
+            await MakeDurable($"step {stepId} is not applied to layer \"{Layer}\"");
             var scale = 1.0;
-            if (s.Optimizer.MaxGradNorm > 0)
+            if (stepScale is { } known && known.Id == stepId) scale = known.Scale;
+            else if (s.Optimizer.MaxGradNorm > 0)
             {
-                var expertNorms = await Task.WhenAll(experts.Select((e, i) => UndeliveredRetry.Call(() => e.GradientSquaredNorm(IncarnationOf(i)))));
+                var at = version;
+                var expertNorms = await Task.WhenAll(experts.Select((e, i) => UndeliveredRetry.Call(() => e.GradientSquaredNorm(at, IncarnationOf(i)))));
                 var gateNorm = await queue.RunAsync(() => OptimizerFactory.GradientSquaredNorm([r.GateWeight]));
                 scale = OptimizerFactory.ClipScale(s.Optimizer.MaxGradNorm, expertNorms.Sum() + gateNorm);
             }
-            // Experts step and, at a checkpoint step, make their checkpoints durable before they answer.
+            stepScale = (stepId, scale);
+            // Experts step and, at a checkpoint step, capture their state before they answer.
             await Task.WhenAll(experts.Select((e, i) => UndeliveredRetry.Call(() => e.Step(stepId, scale, IncarnationOf(i)))));
             incarnations.Clear();
+            backwardAnswers.Clear();
             var o = optimizer!;
             await queue.RunAsync(() => OptimizerFactory.Step(o, [r.GateWeight], scale));
             version = stepId;
             if (stepId % s.CheckpointEvery == 0)
             {
-                await WriteCheckpoint(); // last: the router's checkpoint is what makes the step durable
-                durableVersion = stepId;
+                commit = Commit(await Capture());
+                if (s.CheckpointBeforeStepReturns) await commit;
             }
             logger.LogDebug("Layer {Layer} applied step {Step} (gradient scale {Scale}, durable {Durable})", Layer, stepId, scale, durableVersion);
             return new StepResult(version, durableVersion);
@@ -442,10 +528,65 @@ public sealed partial class RouterGrain(
         }
     }
 
+    /// <summary>
+    /// Makes a checkpointed step durable: every expert's checkpoint of it, then the router's own
+    /// last, since the router's newest checkpoint is what the layer comes back to.
+    /// </summary>
+    private async Task Commit(CheckpointRecord routerRecord)
+    {
+        var at = routerRecord.Version;
+        await Task.WhenAll(experts.Select(e => UndeliveredRetry.Call(() => e.FlushCheckpoint(at))));
+        await Write(routerRecord);
+        durableVersion = Math.Max(durableVersion, at);
+    }
+
+    private async Task CommitSettled()
+    {
+        try { await commit; }
+        catch (Exception e) { logger.LogDebug("Layer {Layer}: the last checkpoint commit failed: {Error}", Layer, e.Message); }
+    }
+
+    public async Task<long> Flush()
+    {
+        Ready();
+        await MakeDurable($"layer \"{Layer}\" is not durable");
+        return durableVersion;
+    }
+
+    /// <summary>
+    /// Before the next step is applied, the current version must be durable if it was a checkpoint
+    /// step: its commit is awaited, and done again if it failed. The run never goes on more than
+    /// one step beyond what its checkpoints hold. <paramref name="refusal"/> says what fails if not.
+    /// </summary>
+    private async Task MakeDurable(string refusal)
+    {
+        var (s, _, _) = Ready();
+        if (durableVersion >= version || version % s.CheckpointEvery != 0) return;
+        try
+        {
+            await commit;
+        }
+        catch (Exception first)
+        {
+            logger.LogWarning("Layer {Layer}: the checkpoint of version {Version} was not written ({Error}); writing it again",
+                Layer, version, first.Message);
+            try
+            {
+                commit = Commit(await Capture());
+                await commit;
+            }
+            catch (CheckpointWriteException again)
+            {
+                throw new CheckpointWriteException($"{refusal} until version {version} is durable: {again.Message}");
+            }
+        }
+    }
+
     public async Task<long> Recover()
     {
         Ready();
         using var writing = await weights.WriteAsync();
+        await CommitSettled(); // a commit that completes still counts
         var dropped = pending.Count;
         await DiscardPending();
         var from = version;
@@ -459,6 +600,7 @@ public sealed partial class RouterGrain(
         // gradients and saved forwards, or roll back a step the layer never committed.
         await BringExpertsTo(durableVersion);
         incarnations.Clear();
+        stepScale = null;
         version = durableVersion;
         reconciled = true;
         logger.LogWarning("Layer {Layer} recovered: version {From} → durable version {Version}, {Dropped} micro-batch(es) in flight dropped",
@@ -473,6 +615,7 @@ public sealed partial class RouterGrain(
         using var writing = await weights.WriteAsync();
         if (pending.Count > 0)
             throw new InvalidOperationException($"layer \"{Layer}\" has {pending.Count} micro-batch(es) in flight; import weights at a step boundary");
+        await CommitSettled();
         var current = await Task.WhenAll(experts.Select(e => e.GetWeights()));
         var expected = current.SelectMany(w => w).Prepend(new NamedTensor("gate", TensorWire.ToPayload(r.GateWeight)))
             .ToDictionary(w => w.Name, w => w.Value);
@@ -502,6 +645,7 @@ public sealed partial class RouterGrain(
         });
         version = stepId;
         incarnations.Clear();
+        backwardAnswers.Clear();
         await WriteCheckpoint();
         durableVersion = stepId;
         logger.LogInformation("Layer {Layer} imported {Count} weight tensors as version {Version}", Layer, byName.Count, version);
@@ -520,6 +664,7 @@ public sealed partial class RouterGrain(
     {
         Ready();
         using var writing = await weights.WriteAsync();
+        await CommitSettled();
         await DiscardPending();
         await Task.WhenAll(experts.Select(e => e.Delete()));
         await store.DeleteAsync(CheckpointKey);
@@ -534,6 +679,7 @@ public sealed partial class RouterGrain(
     public async Task Discard(long batchId)
     {
         Ready();
+        forwardAnswers.Remove(batchId);
         if (pending.Remove(batchId, out var batch) && batch is not null)
         {
             await queue.RunAsync(batch.Dispose);
@@ -546,7 +692,11 @@ public sealed partial class RouterGrain(
         if (spec is null || pending.Count == 0) return;
         var cutoff = DateTime.UtcNow - spec.SavedForwardTimeout;
         var expired = pending.Where(p => p.Value is not null && p.Value.SavedAt < cutoff).ToList();
-        foreach (var (id, _) in expired) pending.Remove(id);
+        foreach (var (id, _) in expired)
+        {
+            pending.Remove(id);
+            forwardAnswers.Remove(id);
+        }
         if (expired.Count == 0) return;
         expiredBatches += expired.Count;
         await queue.RunAsync(() => { foreach (var (_, b) in expired) b!.Dispose(); });

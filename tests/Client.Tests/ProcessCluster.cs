@@ -9,10 +9,12 @@ namespace MoeCluster.Client.Tests;
 public sealed class ProcessCluster : IAsyncDisposable
 {
     private readonly bool ownsStore;
+    private readonly string arguments;
 
-    private ProcessCluster(string clusterId, string store, List<SiloProcess> silos, bool ownsStore)
+    private ProcessCluster(string clusterId, string store, List<SiloProcess> silos, bool ownsStore, string arguments)
     {
         this.ownsStore = ownsStore;
+        this.arguments = arguments;
         ClusterId = clusterId;
         Store = store;
         Silos = silos;
@@ -33,9 +35,18 @@ public sealed class ProcessCluster : IAsyncDisposable
         clusterId ??= $"test-{Guid.NewGuid():N}";
         store ??= Directory.CreateTempSubdirectory("moe-test-store-").FullName;
         var ports = SiloProcess.FreePorts(2 * silos);
-        var started = await Task.WhenAll(Enumerable.Range(0, silos).Select(i => SiloProcess.StartAsync(
-            $"--cluster redis://{TestRedis.Address} --cluster-id {clusterId} --store {store} {arguments}", ports[2 * i], ports[2 * i + 1])));
-        return new ProcessCluster(clusterId, store, started.ToList(), ownsStore);
+        var full = $"--cluster redis://{TestRedis.Address} --cluster-id {clusterId} --store {store} {arguments}";
+        var started = await Task.WhenAll(Enumerable.Range(0, silos).Select(i => SiloProcess.StartAsync(full, ports[2 * i], ports[2 * i + 1])));
+        return new ProcessCluster(clusterId, store, started.ToList(), ownsStore, full);
+    }
+
+    /// <summary>Starts one more silo with the same arguments (a replacement for a lost one) and returns it.</summary>
+    public async Task<SiloProcess> AddSiloAsync()
+    {
+        var ports = SiloProcess.FreePorts(2);
+        var silo = await SiloProcess.StartAsync(arguments, ports[0], ports[1]);
+        Silos.Add(silo);
+        return silo;
     }
 
     public async Task<MoeClusterClient> Connect()

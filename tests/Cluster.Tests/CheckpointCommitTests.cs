@@ -1,0 +1,103 @@
+using MoeCluster.Grains.Numerics;
+using TorchSharp;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace MoeCluster.Cluster.Tests;
+
+/// <summary>
+/// When a step's checkpoints are written, what a repeated call gets, and that experts refuse
+/// calls meant for another version of their state.
+/// </summary>
+[Collection(SharedClusterCollection.Name)]
+public class CheckpointCommitTests(SharedClusterFixture fixture)
+{
+    private static readonly LayerSpec Spec = new() { DModel = 8, DFF = 16, NumExperts = 4, TopK = 2, Seed = 5, MinCapacity = 1 };
+
+    private async Task MicroBatch(string layerName, long batchId)
+    {
+        var layer = await fixture.Client.GetLayerAsync(layerName);
+        using var generator = new Generator((ulong)batchId);
+        using var x = randn(12, Spec.DModel, generator: generator);
+        using var dy = randn(12, Spec.DModel, generator: generator);
+        using var forward = await layer.ForwardAsync(x, batchId: batchId);
+        using var dx = await layer.BackwardAsync(batchId, dy);
+    }
+
+    [Fact]
+    public async Task A_step_returns_before_its_checkpoints_are_durable_and_the_next_step_waits_for_them()
+    {
+        await fixture.Client.CreateLayerAsync("overlapped", Spec);
+        var router = fixture.Cluster.Cluster.Client.GetGrain<IMoeRouterGrain>("overlapped");
+
+        await MicroBatch("overlapped", 1);
+        Assert.Equal(new StepResult(1, 0), await router.Step(1)); // version 1 is being written
+        await MicroBatch("overlapped", 2);
+        Assert.Equal(new StepResult(2, 1), await router.Step(2)); // step 2 waited until version 1 was durable
+        Assert.Equal(2, await router.Flush());
+        Assert.Equal(new StepResult(2, 2), await router.Step(2)); // repeated: already applied, now durable
+
+        var directory = Directory.GetDirectories(fixture.Cluster.Store, "overlapped", SearchOption.AllDirectories).Single();
+        var files = Directory.GetFiles(directory, "*.ckpt", SearchOption.AllDirectories).Select(f => Path.GetRelativePath(directory, f)).ToList();
+        // The newest two versions of the router and of each of the 4 experts.
+        Assert.Equal(10, files.Count);
+        Assert.All(files, f => Assert.Matches(@"0*[12]\.ckpt$", f));
+    }
+
+    [Fact]
+    public async Task With_CheckpointBeforeStepReturns_a_step_returns_durable()
+    {
+        await fixture.Client.CreateLayerAsync("synchronous", Spec with { CheckpointBeforeStepReturns = true });
+        var router = fixture.Cluster.Cluster.Client.GetGrain<IMoeRouterGrain>("synchronous");
+        await MicroBatch("synchronous", 1);
+        Assert.Equal(new StepResult(1, 1), await router.Step(1));
+    }
+
+    [Fact]
+    public async Task A_repeated_forward_and_backward_get_the_first_answers_and_count_once()
+    {
+        // SGD, so that a gradient counted twice would show (AdamW's first step hides a factor of 2).
+        var spec = Spec with { Optimizer = new OptimizerSpec { Kind = OptimizerKind.Sgd, LearningRate = 0.1, Momentum = 0 } };
+        await fixture.Client.CreateLayerAsync("repeated", spec);
+        var router = fixture.Cluster.Cluster.Client.GetGrain<IMoeRouterGrain>("repeated");
+        using var reference = new ReferenceTrainer("repeated", spec);
+        using var generator = new Generator(9);
+        using var x = randn(12, Spec.DModel, generator: generator);
+        using var dy = randn(12, Spec.DModel, generator: generator);
+        var xp = TensorWire.ToPayload(x);
+        var dyp = TensorWire.ToPayload(dy);
+
+        // As the SDK repeats a call whose answer was lost with its gateway: same id, same tensor.
+        var first = await router.Forward(7, xp, true);
+        var again = await router.Forward(7, xp, true);
+        Assert.Equal(first.Y.Data, again.Y.Data);
+        var dx1 = await router.Backward(7, dyp, 1.0);
+        var dx2 = await router.Backward(7, dyp, 1.0);
+        Assert.Equal(dx1.Data, dx2.Data);
+        await router.Step(1);
+
+        using (reference.ForwardBackward(7, x, dy, 1.0, out var dx)) dx.Dispose();
+        reference.Step();
+        var weights = (await router.GetWeights()).ToDictionary(w => w.Name, w => TensorWire.FromPayload(w.Value));
+        TensorCompare.WeightsClose(weights, reference.Weights(), 1e-5); // the gradients counted once
+
+        // The same id with another tensor is not a repeat: still refused while the batch is in flight.
+        await router.Forward(8, xp, true);
+        using var other = randn(12, Spec.DModel, generator: generator);
+        var refused = await Assert.ThrowsAsync<InvalidOperationException>(() => router.Forward(8, TensorWire.ToPayload(other), true));
+        Assert.Equal("batch 8 is already in flight on layer \"repeated\"; run its backward (or discard it) before reusing the id", refused.Message);
+        await router.Discard(8);
+    }
+
+    [Fact]
+    public async Task An_expert_refuses_calls_meant_for_another_version_of_its_state()
+    {
+        await fixture.Client.CreateLayerAsync("versions", Spec);
+        var expert = fixture.Cluster.Cluster.Client.GetGrain<IMoeExpertGrain>(1, "versions");
+        using var x = ones(3, Spec.DModel);
+        var behind = await Assert.ThrowsAsync<ExpertStateLostException>(() => expert.Forward(1, TensorWire.ToPayload(x), false, 4, null));
+        Assert.Equal("expert versions/1 is at version 0, behind its layer at 4 (it came back from an older checkpoint); the layer must recover", behind.Message);
+        var skipped = await Assert.ThrowsAsync<ExpertStateLostException>(() => expert.Step(3, 1.0, null));
+        Assert.Equal("step 3 cannot be applied to expert versions/1 at version 0 (it came back from an older checkpoint); the layer must recover", skipped.Message);
+    }
+}
