@@ -125,6 +125,7 @@ public static class DemoRunner
                     }
                 });
 
+        await layer.FlushAsync(); // the last step's checkpoints are written after it returns
         var accuracy = Evaluate(model, generator);
         var stats = await layer.GetStatsAsync();
         var tail = Math.Max(1, Math.Min(10, losses.Count / 10));
