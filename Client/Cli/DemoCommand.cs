@@ -14,6 +14,7 @@ public static class DemoCommand
         var perDevice = new Option<int>("--experts-per-device") { Description = "Expert slots per device on each silo", DefaultValueFactory = _ => d.ExpertsPerDevice };
         var batch = new Option<int>("--batch") { Description = "Tokens per step", DefaultValueFactory = _ => d.BatchTokens };
         var seed = new Option<long>("--seed") { Description = "Seed of weights and data", DefaultValueFactory = _ => d.Seed };
+        var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "Steps between the layer's checkpoints (1: every step)", DefaultValueFactory = _ => d.CheckpointEvery };
         var json = new Option<bool>("--json") { Description = "Print only a JSON summary (initial_loss, final_loss, steps, experts, silos, …) on stdout" };
         // Without --cluster the demo starts its own silos; with it, it trains against running ones.
         var connection = new ClusterConnection(embeddedByDefault: true);
@@ -24,7 +25,7 @@ public static class DemoCommand
             "Example: ./moe demo --steps 100 --experts 8 --top-k 2\n" +
             "Against running silos: ./moe demo --cluster redis://127.0.0.1:6379 --export demo.safetensors")
         {
-            steps, experts, topK, silos, perDevice, batch, seed, json, layer, export, keep,
+            steps, experts, topK, silos, perDevice, batch, seed, checkpointEvery, json, layer, export, keep,
         };
         connection.AddTo(command);
         command.SetAction(async (parse, cancel) =>
@@ -38,6 +39,7 @@ public static class DemoCommand
                 ExpertsPerDevice = parse.GetValue(perDevice),
                 BatchTokens = parse.GetValue(batch),
                 Seed = parse.GetValue(seed),
+                CheckpointEvery = parse.GetValue(checkpointEvery),
                 Json = parse.GetValue(json),
                 Cluster = parse.GetValue(connection.Cluster) is not null ? connection.Options(parse) : null,
                 Layer = parse.GetValue(layer)!,

@@ -19,6 +19,8 @@ public sealed record DemoOptions
     public int DModel { get; init; } = 32;
     public int DFF { get; init; } = 64;
     public long Seed { get; init; } = 1;
+    /// <summary>Steps between the layer's checkpoints (LayerSpec.CheckpointEvery).</summary>
+    public int CheckpointEvery { get; init; } = 1;
     public bool Json { get; init; }
     /// <summary>Train against this running cluster instead of starting one in-process.</summary>
     public MoeClientOptions? Cluster { get; init; }
@@ -74,7 +76,7 @@ public static class DemoRunner
         var spec = new LayerSpec
         {
             DModel = options.DModel, DFF = options.DFF, NumExperts = options.Experts, TopK = options.TopK,
-            CapacityFactor = 1.25, Seed = options.Seed,
+            CapacityFactor = 1.25, Seed = options.Seed, CheckpointEvery = options.CheckpointEvery,
             Optimizer = new OptimizerSpec { LearningRate = 3e-3 },
         };
         if (embedded is null && await client.Orleans.GetGrain<IMoeRouterGrain>(options.Layer).GetSpec() is not null)

@@ -30,5 +30,8 @@ public class DemoCommandTests
         var (exit, _, stderr) = await MoeProcess.RunAsync(MoeProcess.CliDll, "demo --steps 0", TimeSpan.FromMinutes(1));
         Assert.Equal(2, exit);
         Assert.Equal("moe: --steps is 0; expected ≥ 1", stderr.Trim());
+        (exit, _, stderr) = await MoeProcess.RunAsync(MoeProcess.CliDll, "demo --checkpoint-every 0", TimeSpan.FromMinutes(1));
+        Assert.Equal(2, exit);
+        Assert.EndsWith("moe: checkpoint interval is 0; expected ≥ 1 (steps between checkpoints)", stderr.Trim());
     }
 }
