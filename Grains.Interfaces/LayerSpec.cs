@@ -39,4 +39,10 @@ public sealed record LayerSpec
     /// A step returns once its checkpoints are durable; a lost silo costs at most the steps since.
     /// </summary>
     [Id(19)] public int CheckpointEvery { get; init; } = 1;
+    /// <summary>
+    /// Dropout rate inside the experts (on the hidden activation, training only), separate from
+    /// the rest of the model; 0 (the default) turns it off. The Switch fine-tuning recipe used 0.4.
+    /// Masks derive from (seed, step, batch id, expert), so reruns and replays draw the same ones.
+    /// </summary>
+    [Id(20)] public double ExpertDropout { get; init; }
 }

@@ -113,7 +113,7 @@ public sealed class ExpertGrain(
         (expert, optimizer, parameters) = await queue.RunAsync(() =>
         {
             var ffn = ExpertFfn.Create(config, seed, target);
-            var computation = new ExpertComputation(ffn, LayerSpecMapping.BackwardMode(newSpec));
+            var computation = new ExpertComputation(ffn, LayerSpecMapping.BackwardMode(newSpec), config.ExpertDropout);
             var ps = ffn.parameters().ToArray();
             return (computation, OptimizerFactory.Create(newSpec.Optimizer, ps), ps);
         });
@@ -249,18 +249,22 @@ public sealed class ExpertGrain(
     {
         var (s, e) = Ready();
         CheckIncarnation(expected);
+        var maskSeed = MaskSeed(s, batchId);
         var (y, elapsed) = await queue.RunTimedAsync(() =>
         {
             using var scope = NewDisposeScope();
             var input = TensorWire.FromPayload(x, e.Ffn.Device);
             LayerInputChecks.Input(input, s.DModel);
-            return TensorWire.ToPayload(e.Forward(batchId, input, train), s.WireDType);
+            return TensorWire.ToPayload(e.Forward(batchId, input, train, maskSeed), s.WireDType);
         });
         computeTime += elapsed;
         forwardCalls++;
         tokensProcessed += x.Shape[0];
         return new ExpertOutput(y, incarnation);
     }
+
+    // Training forwards belong to the step after the current version: weights change only at Step.
+    private long MaskSeed(LayerSpec s, long batchId) => LayerSeeds.ExpertDropout(s.Seed, layer, version + 1, batchId, index);
 
     public async Task<ExpertOutput> Backward(long batchId, TensorPayload outputGrad, string? expected)
     {
@@ -394,15 +398,19 @@ public sealed class ExpertGrain(
         if (bytes is null || at < version) return false;
         var record = CheckpointCodec.Decode(bytes, HandoffKey, at, CheckpointRecord.HandoffKind, layer, index);
         var e = expert!; var o = optimizer!; var owner = $"expert {Name}";
+        version = record.Version;
+        var s = spec!;
         await queue.RunAsync(() =>
         {
             ModelState.Restore(e.Ffn.named_parameters(), record.Weights, owner);
             ModelState.RestoreOptimizer(o, record.OptimizerState, owner);
             ModelState.RestoreGradients(e.Ffn.named_parameters(), record.Gradients);
             foreach (var saved in record.SavedInputs)
-                e.AdoptSavedInput(long.Parse(saved.Name, System.Globalization.CultureInfo.InvariantCulture), ModelState.ToTensor(saved));
+            {
+                var batchId = long.Parse(saved.Name, System.Globalization.CultureInfo.InvariantCulture);
+                e.AdoptSavedInput(batchId, ModelState.ToTensor(saved), MaskSeed(s, batchId));
+            }
         });
-        version = record.Version;
         incarnation = record.Incarnation;
         logger.LogInformation("Expert {Expert} taken over on silo {Silo}, device {Device}, at version {Version} with {Pending} forward(s) awaiting backward",
             Name, slots.Local.Silo, device, version, record.SavedInputs.Length);
