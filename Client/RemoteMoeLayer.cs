@@ -260,8 +260,10 @@ public sealed class RemoteMoeLayer
                 $"{string.Join(", ", lost)}; the run cannot continue exactly from here");
         version = durable;
         LastReplayedMicroBatches = 0;
-        foreach (var (stepId, applied, forwards, backwards) in log.After(durable))
+        foreach (var (stepId, applied, forwards, backwards, controls) in log.After(durable))
         {
+            // The layer went back to a checkpoint older than these controls: set them where they were set.
+            if (controls is not null) await router.SetTrainingControls(controls);
             LastReplayedMicroBatches += forwards.Count;
             foreach (var batch in forwards)
             {
@@ -303,6 +305,23 @@ public sealed class RemoteMoeLayer
         throw new InvalidOperationException(
             $"the backward of batch {failure.Batch} through layer \"{Name}\" failed, so its gradients are incomplete: {failure.Error.Message}", failure.Error);
     }
+
+    /// <summary>
+    /// Freezes the router, experts, or chosen experts, and sets per-expert learning-rate multipliers
+    /// and the router's own rate, from the next step on (see <see cref="TrainingControls"/>). Call it
+    /// at a step boundary: the layer refuses while a training micro-batch is in flight. A recovery
+    /// after a lost silo sets them again at the step they were set at, so replay stays exact.
+    /// </summary>
+    public async Task SetTrainingControlsAsync(TrainingControls controls)
+    {
+        ArgumentNullException.ThrowIfNull(controls);
+        ThrowIfBackwardFailed();
+        var step = await CurrentStep();
+        await Retry(async () => { await router.SetTrainingControls(controls); return true; });
+        log.SetControls(step, controls);
+    }
+
+    public Task<TrainingControls> GetTrainingControlsAsync() => Retry(() => router.GetTrainingControls());
 
     /// <summary>Optimizer steps applied to the layer.</summary>
     public Task<long> GetVersionAsync() => Retry(() => gateway.GetVersion(Lost));

@@ -28,8 +28,12 @@ public interface IMoeExpertGrain : IGrainWithIntegerCompoundKey
     /// <summary>Σ of the squares of every accumulated parameter gradient, for global-norm clipping.</summary>
     Task<double> GradientSquaredNorm(string? incarnation);
 
-    /// <summary>Scales the gradients by <paramref name="gradScale"/>, applies the optimizer and clears them. Idempotent per step id.</summary>
-    Task<long> Step(long stepId, double gradScale, string? incarnation);
+    /// <summary>
+    /// Scales the gradients by <paramref name="gradScale"/>, applies the optimizer and clears them. Idempotent per step id.
+    /// <paramref name="control"/> sets the step's learning rate, or freezes the expert (its gradients are cleared,
+    /// nothing else changes); null: the spec's learning rate.
+    /// </summary>
+    Task<long> Step(long stepId, double gradScale, string? incarnation, ExpertStepControl? control = null);
 
     /// <summary>
     /// Brings the expert to <paramref name="version"/> with no accumulated gradient and no saved

@@ -47,6 +47,15 @@ public interface IMoeRouterGrain : IGrainWithStringKey
     /// <summary>Replaces every weight of the layer (names as in <see cref="GetWeights"/>) as the next step; optimizer states start fresh.</summary>
     Task<long> ImportWeights(NamedTensor[] weights);
 
+    /// <summary>
+    /// Sets what the next steps train and how fast (see <see cref="TrainingControls"/>), at a step
+    /// boundary: refused while a training micro-batch is in flight. Kept in the router's checkpoints.
+    /// </summary>
+    Task SetTrainingControls(TrainingControls controls);
+
+    [AlwaysInterleave]
+    Task<TrainingControls> GetTrainingControls();
+
     /// <summary>Deletes the layer: its experts, its checkpoints, and the router's state.</summary>
     Task Delete();
 

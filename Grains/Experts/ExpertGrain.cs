@@ -295,7 +295,7 @@ public sealed class ExpertGrain(
         return await queue.RunAsync(() => OptimizerFactory.GradientSquaredNorm(ps));
     }
 
-    public async Task<long> Step(long stepId, double gradScale, string? expected)
+    public async Task<long> Step(long stepId, double gradScale, string? expected, ExpertStepControl? control)
     {
         var (s, _) = Ready();
         if (stepId == version && durableVersion < version && version % s.CheckpointEvery == 0)
@@ -311,8 +311,18 @@ public sealed class ExpertGrain(
         if (!double.IsFinite(gradScale) || gradScale <= 0)
             throw new ArgumentException($"gradient scale is {gradScale}; expected a finite number > 0");
         var o = optimizer!; var ps = parameters;
+        var learningRate = control?.LearningRate ?? s.Optimizer.LearningRate;
+        if (!double.IsFinite(learningRate) || learningRate <= 0)
+            throw new ArgumentException($"learning rate is {learningRate}; expected a finite number > 0");
         var watch = Stopwatch.StartNew();
-        await queue.RunAsync(() => OptimizerFactory.Step(o, ps, gradScale));
+        if (control?.Frozen == true)
+            await queue.RunAsync(() => ModelState.ZeroGradients(ps)); // frozen: no update, no decay, no optimizer state advanced
+        else
+            await queue.RunAsync(() =>
+            {
+                OptimizerFactory.SetLearningRate(o, learningRate);
+                OptimizerFactory.Step(o, ps, gradScale);
+            });
         computeTime += watch.Elapsed;
         version = stepId;
         if (version % s.CheckpointEvery == 0)

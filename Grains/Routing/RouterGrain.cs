@@ -41,6 +41,7 @@ public sealed partial class RouterGrain(
     private Task<LayerStats>? creating;
     private long version;
     private long durableVersion;
+    private TrainingControls controls = new();
     private (long Id, Task<StepResult> Task)? runningStep;
     private IGrainTimer? expiryTimer;
 
@@ -157,6 +158,7 @@ public sealed partial class RouterGrain(
             ?? throw new InvalidOperationException($"layer \"{Layer}\" has no router checkpoint of version {target}; the store keeps only the two newest");
         var record = CheckpointCodec.Decode(bytes, CheckpointKey, target, CheckpointRecord.RouterKind, Layer, -1);
         await Install(CheckpointCodec.DecodeSpec(record));
+        controls = CheckpointCodec.DecodeControls(record);
         var r = router!; var o = optimizer!; var owner = $"the router of layer \"{Layer}\"";
         await queue.RunAsync(() =>
         {
@@ -172,6 +174,7 @@ public sealed partial class RouterGrain(
         var (s, _, r) = Ready();
         var o = optimizer!;
         var at = version;
+        var c = controls;
         var record = await queue.RunAsync(() => new CheckpointRecord
         {
             Kind = CheckpointRecord.RouterKind,
@@ -180,6 +183,7 @@ public sealed partial class RouterGrain(
             SpecJson = CheckpointCodec.EncodeSpec(s),
             Weights = ModelState.Capture([("gate", r.GateWeight)]),
             OptimizerState = ModelState.CaptureOptimizer(o),
+            ControlsJson = CheckpointCodec.EncodeControls(c),
         });
         try
         {
@@ -254,6 +258,7 @@ public sealed partial class RouterGrain(
         var placements = await Task.WhenAll(newExperts.Select(e => e.Initialize(newSpec)));
         await Install(newSpec);
         version = durableVersion = 0;
+        controls = new TrainingControls();
         await WriteCheckpoint(); // the layer exists once its router's version 0 is durable
         logger.LogInformation("Layer {Layer} created: {Experts} experts, top-{K}, on {Silos} silo(s)",
             Layer, newConfig.NumExperts, newConfig.TopK, placements.Select(p => p.Silo).Distinct().Count());
@@ -415,18 +420,33 @@ public sealed partial class RouterGrain(
         {
             var (s, _, r) = Ready();
             using var writing = await weights.WriteAsync();
+            var c = controls;
             var scale = 1.0;
             if (s.Optimizer.MaxGradNorm > 0)
             {
-                var expertNorms = await Task.WhenAll(experts.Select((e, i) => UndeliveredRetry.Call(() => e.GradientSquaredNorm(IncarnationOf(i)))));
-                var gateNorm = await queue.RunAsync(() => OptimizerFactory.GradientSquaredNorm([r.GateWeight]));
+                // Frozen parameters do not train, so their gradients do not count towards the norm.
+                var expertNorms = await Task.WhenAll(experts.Select((e, i) => c.IsExpertFrozen(i)
+                    ? Task.FromResult(0.0)
+                    : UndeliveredRetry.Call(() => e.GradientSquaredNorm(IncarnationOf(i)))));
+                var gateNorm = c.FreezeRouter ? 0 : await queue.RunAsync(() => OptimizerFactory.GradientSquaredNorm([r.GateWeight]));
                 scale = OptimizerFactory.ClipScale(s.Optimizer.MaxGradNorm, expertNorms.Sum() + gateNorm);
             }
             // Experts step and, at a checkpoint step, make their checkpoints durable before they answer.
-            await Task.WhenAll(experts.Select((e, i) => UndeliveredRetry.Call(() => e.Step(stepId, scale, IncarnationOf(i)))));
+            await Task.WhenAll(experts.Select((e, i) => UndeliveredRetry.Call(() => e.Step(stepId, scale, IncarnationOf(i),
+                new ExpertStepControl(c.IsExpertFrozen(i), s.Optimizer.LearningRate * c.ExpertMultiplier(i))))));
             incarnations.Clear();
             var o = optimizer!;
-            await queue.RunAsync(() => OptimizerFactory.Step(o, [r.GateWeight], scale));
+            var gateRate = c.RouterLearningRate ?? s.Optimizer.LearningRate;
+            await queue.RunAsync(() =>
+            {
+                if (c.FreezeRouter)
+                {
+                    ModelState.ZeroGradients([r.GateWeight]); // frozen: no update, no decay, no optimizer state advanced
+                    return;
+                }
+                OptimizerFactory.SetLearningRate(o, gateRate);
+                OptimizerFactory.Step(o, [r.GateWeight], scale);
+            });
             version = stepId;
             if (stepId % s.CheckpointEvery == 0)
             {
@@ -508,6 +528,26 @@ public sealed partial class RouterGrain(
         return version;
     }
 
+    public async Task SetTrainingControls(TrainingControls newControls)
+    {
+        var (_, c, _) = Ready();
+        TrainingControlsCheck.Validate(newControls, c.NumExperts, Layer);
+        await EnsureReconciled();
+        // The write side of the gate waits for forwards and backwards under way, and keeps new ones out.
+        using var writing = await weights.WriteAsync();
+        if (pending.Count > 0 || runningStep is not null)
+            throw new InvalidOperationException(
+                $"training controls of layer \"{Layer}\" change at a step boundary; {pending.Count} training micro-batch(es) are in flight" +
+                (runningStep is { } running ? $" and step {running.Id} is being applied" : "") + "; finish or discard them first");
+        controls = newControls;
+        logger.LogInformation("Layer {Layer} training controls from step {Step}: router {Router}, experts frozen {Frozen}, multipliers {Multipliers}",
+            Layer, version + 1, newControls.FreezeRouter ? "frozen" : $"lr {newControls.RouterLearningRate?.ToString() ?? "of the spec"}",
+            newControls.FreezeExperts ? "all" : $"[{string.Join(", ", newControls.FrozenExperts)}]",
+            string.Join(", ", newControls.ExpertLearningRateMultipliers.Select(m => $"{m.Key}: {m.Value}")));
+    }
+
+    public Task<TrainingControls> GetTrainingControls() => Task.FromResult(controls);
+
     private static TensorRecord ToRecord(string name, TensorPayload p) => new() { Name = name, DType = p.DType, Shape = p.Shape, Data = p.Data };
 
     private static TensorPayload Convert(TensorPayload p, TensorDType to)
@@ -525,6 +565,7 @@ public sealed partial class RouterGrain(
         await store.DeleteAsync(CheckpointKey);
         var r = router; var o = optimizer;
         (spec, config, router, optimizer, experts) = (null, null, null, null, []);
+        controls = new TrainingControls();
         expiryTimer?.Dispose();
         await queue.RunAsync(() => { o?.Dispose(); r?.Dispose(); });
         logger.LogInformation("Layer {Layer} deleted", Layer);
