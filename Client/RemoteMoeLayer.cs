@@ -74,8 +74,10 @@ public sealed class RemoteMoeLayer
     /// <summary>
     /// y for x = [T, d_model] (Float32, BFloat16 or Float16; y comes back in x's dtype). With
     /// <paramref name="train"/>, the cluster keeps what backward needs under the returned batch id.
+    /// <paramref name="labels"/> (token ids and/or classes, one per row) feed the layer's
+    /// specialization report (<see cref="GetSpecializationAsync"/>).
     /// </summary>
-    public async Task<RemoteLayerForward> ForwardAsync(Tensor x, bool train = true, long? batchId = null)
+    public async Task<RemoteLayerForward> ForwardAsync(Tensor x, bool train = true, long? batchId = null, TokenLabels? labels = null)
     {
         ArgumentNullException.ThrowIfNull(x);
         if (x.dim() != 2 || x.shape[1] != Spec.DModel)
@@ -85,14 +87,14 @@ public sealed class RemoteMoeLayer
         LayerForwardResult result;
         if (!train)
         {
-            result = await Retry(() => gateway.Forward(id, payload, false, Lost));
+            result = await Retry(() => gateway.Forward(id, payload, false, labels, Lost));
         }
         else
         {
             var entry = log.AddForward(await CurrentStep(), id, payload);
             try
             {
-                result = await ForwardLogged(entry);
+                result = await ForwardLogged(entry, labels);
             }
             catch
             {
@@ -104,14 +106,15 @@ public sealed class RemoteMoeLayer
         return new RemoteLayerForward(id, y, result.AuxLoss, result.LoadBalancingLoss, result.ZLoss, result.Routing);
     }
 
-    private async Task<LayerForwardResult> ForwardLogged(ReplayLog.Batch entry)
+    // Labels go with the first attempt only: a replay does not count its tokens in the report again.
+    private async Task<LayerForwardResult> ForwardLogged(ReplayLog.Batch entry, TokenLabels? labels)
     {
         while (true)
         {
             var generation = Interlocked.Read(ref recoveryGeneration);
             try
             {
-                var result = await gateway.Forward(entry.Id, entry.X, true, Lost);
+                var result = await gateway.Forward(entry.Id, entry.X, true, labels, Lost);
                 entry.Epoch = result.Epoch;
                 if (routerEpoch is null || routerEpoch == result.Epoch)
                 {
@@ -267,7 +270,7 @@ public sealed class RemoteMoeLayer
             LastReplayedMicroBatches += forwards.Count;
             foreach (var batch in forwards)
             {
-                var result = await gateway.Forward(batch.Id, batch.X, true, Lost);
+                var result = await gateway.Forward(batch.Id, batch.X, true, null, Lost);
                 batch.Epoch = result.Epoch;
                 batch.Replayed = result;
             }
@@ -334,6 +337,12 @@ public sealed class RemoteMoeLayer
     }
 
     public Task<LayerStats> GetStatsAsync() => Retry(() => router.GetStats());
+
+    /// <summary>Per expert, what the labelled forwards sent it: classes, top token ids, entropy, drop share.</summary>
+    public Task<SpecializationReport> GetSpecializationAsync() => Retry(() => router.GetSpecialization());
+
+    /// <summary>Starts the specialization report over.</summary>
+    public Task ResetSpecializationAsync() => Retry(async () => { await router.ResetSpecialization(); return true; });
 
     /// <summary>The gate and every expert parameter as tensors, named as the reference layer names them.</summary>
     public async Task<Dictionary<string, Tensor>> GetWeightsAsync()

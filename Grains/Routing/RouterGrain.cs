@@ -67,6 +67,7 @@ public sealed partial class RouterGrain(
         incarnations[expert] = output.Incarnation;
     }
     private long[] routedTotals = [], droppedTotals = [];
+    private SpecializationTally specialization = new(0);
 
     private string Layer => this.GetPrimaryKeyString();
     private string CheckpointKey => CheckpointCodec.RouterKey(Layer);
@@ -147,6 +148,7 @@ public sealed partial class RouterGrain(
         experts = Enumerable.Range(0, newConfig.NumExperts).Select(e => GrainFactory.GetGrain<IMoeExpertGrain>(e, Layer)).ToArray();
         routedTotals = new long[newConfig.NumExperts];
         droppedTotals = new long[newConfig.NumExperts];
+        specialization = new SpecializationTally(newConfig.NumExperts);
         expiryTimer?.Dispose();
         var period = TimeSpan.FromTicks(Math.Max(TimeSpan.FromMilliseconds(100).Ticks, newSpec.SavedForwardTimeout.Ticks / 4));
         expiryTimer = this.RegisterGrainTimer(ExpireBatches, new GrainTimerCreationOptions(period, period) { Interleave = true });
@@ -269,10 +271,11 @@ public sealed partial class RouterGrain(
         spec is not null && config is not null && router is not null ? (spec, config, router)
         : throw new InvalidOperationException($"layer \"{Layer}\" does not exist; create it first");
 
-    public async Task<LayerForwardResult> Forward(long batchId, TensorPayload x, bool train)
+    public async Task<LayerForwardResult> Forward(long batchId, TensorPayload x, bool train, TokenLabels? labels)
     {
         var (s, c, r) = Ready();
         CheckPayload(x, c.DModel, "x");
+        if (labels is not null) SpecializationTally.Check(labels, x.Shape[0]);
         await EnsureReconciled();
         if (train && !pending.TryAdd(batchId, null))
             throw new InvalidOperationException($"batch {batchId} is already in flight on layer \"{Layer}\"; run its backward (or discard it) before reusing the id");
@@ -317,6 +320,7 @@ public sealed partial class RouterGrain(
                 routedTotals[e] += routing.Stats.Routed[e];
                 droppedTotals[e] += routing.Stats.Dropped[e];
             }
+            if (labels is not null) specialization.Add(routing.Plan, routing.Stats, labels);
             var result = new LayerForwardResult(y, routing.AuxLoss, routing.LoadBalancingLoss, routing.ZLoss,
                 new RoutingSummary(routing.Stats.Tokens, routing.Stats.Capacity, routing.Stats.Routed, routing.Stats.Dropped), epoch);
             if (train)
@@ -612,6 +616,19 @@ public sealed partial class RouterGrain(
             PendingBatches = pending.Count,
             ExpiredBatches = expiredBatches,
         };
+    }
+
+    public Task<SpecializationReport> GetSpecialization()
+    {
+        Ready();
+        return Task.FromResult(specialization.Report(Layer, version));
+    }
+
+    public Task ResetSpecialization()
+    {
+        var (_, c, _) = Ready();
+        specialization = new SpecializationTally(c.NumExperts);
+        return Task.CompletedTask;
     }
 
     public async Task<NamedTensor[]> GetWeights()
