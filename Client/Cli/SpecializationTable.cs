@@ -12,7 +12,7 @@ public static class SpecializationTable
             .Title($"what each expert receives: layer \"{Markup.Escape(report.Layer)}\" at version {report.Version}, {report.Tokens:N0} labelled tokens in {report.Batches} batch(es)")
             .AddColumn("expert")
             .AddColumn(new TableColumn("routed").RightAligned())
-            .AddColumn(new TableColumn("dropped").RightAligned())
+            .AddColumn(new TableColumn("drop share").RightAligned())
             .AddColumn("top classes")
             .AddColumn(new TableColumn("entropy").RightAligned())
             .AddColumn("top tokens");
