@@ -91,6 +91,30 @@ public class ExpertDropoutTests(ITestOutputHelper output)
         Assert.False(Same(first, otherBatch), "another batch must draw other masks");
     }
 
+    [Fact]
+    public void An_expert_that_takes_over_a_saved_input_redraws_the_same_mask_in_backward()
+    {
+        // What a hand-off does: the new activation gets only the input and the mask's seed.
+        var config = Config(0.4);
+        var seed = LayerSeeds.ExpertDropout(1, "ffn", 4, 21, 2);
+        using var original = new ExpertComputation(ExpertFfn.Create(config, 8), ExpertBackwardMode.KeepGraph, config.ExpertDropout);
+        using var takenOver = new ExpertComputation(ExpertFfn.Create(config, 8), ExpertBackwardMode.KeepGraph, config.ExpertDropout);
+        using var generator = new Generator(9);
+        using var x = randn(16, config.DModel, generator: generator);
+        using var grad = randn(16, config.DModel, generator: generator);
+        using (original.Forward(21, x, train: true, seed)) { }
+        using var expectedDx = original.Backward(21, grad);
+        takenOver.AdoptSavedInput(21, x.clone(), seed);
+        using var dx = takenOver.Backward(21, grad);
+        Assert.True(Same(dx, expectedDx), "∂x after a take-over must equal the original's");
+        foreach (var ((name, a), (_, b)) in takenOver.Ffn.named_parameters().Zip(original.Ffn.named_parameters()))
+        {
+            using var ga = a.grad!;
+            using var gb = b.grad!;
+            Assert.True(Same(ga, gb), $"∂{name} after a take-over must equal the original's");
+        }
+    }
+
     [Theory]
     [InlineData(0.1)]
     [InlineData(0.4)]
