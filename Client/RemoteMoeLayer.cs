@@ -82,8 +82,10 @@ public sealed class RemoteMoeLayer
     /// <summary>
     /// y for x = [T, d_model] (Float32, BFloat16 or Float16; y comes back in x's dtype). With
     /// <paramref name="train"/>, the cluster keeps what backward needs under the returned batch id.
+    /// <paramref name="labels"/> (token ids and/or classes, one per row) feed the layer's
+    /// specialization report (<see cref="GetSpecializationAsync"/>).
     /// </summary>
-    public async Task<RemoteLayerForward> ForwardAsync(Tensor x, bool train = true, long? batchId = null)
+    public async Task<RemoteLayerForward> ForwardAsync(Tensor x, bool train = true, long? batchId = null, TokenLabels? labels = null)
     {
         ArgumentNullException.ThrowIfNull(x);
         if (x.dim() != 2 || x.shape[1] != Spec.DModel)
@@ -98,7 +100,7 @@ public sealed class RemoteMoeLayer
                 var generation = Interlocked.Read(ref recoveryGeneration);
                 try
                 {
-                    result = await Retry(() => gateway.Forward(id, payload, false, Lost));
+                    result = await Retry(() => gateway.Forward(id, payload, false, labels, Lost));
                     break;
                 }
                 catch (Exception e) when (TransientFailures.IsStateLost(e))
@@ -116,7 +118,7 @@ public sealed class RemoteMoeLayer
             var entry = log.AddForward(await CurrentStep(), id, payload);
             try
             {
-                result = await ForwardLogged(entry);
+                result = await ForwardLogged(entry, labels);
             }
             catch
             {
@@ -128,7 +130,8 @@ public sealed class RemoteMoeLayer
         return new RemoteLayerForward(id, y, result.AuxLoss, result.LoadBalancingLoss, result.ZLoss, result.Routing);
     }
 
-    private async Task<LayerForwardResult> ForwardLogged(ReplayLog.Batch entry)
+    // Labels go with the first attempt only: a replay does not count its tokens in the report again.
+    private async Task<LayerForwardResult> ForwardLogged(ReplayLog.Batch entry, TokenLabels? labels)
     {
         var repeats = 0;
         while (true)
@@ -136,7 +139,7 @@ public sealed class RemoteMoeLayer
             var generation = Interlocked.Read(ref recoveryGeneration);
             try
             {
-                var result = await gateway.Forward(entry.Id, entry.X, true, Lost);
+                var result = await gateway.Forward(entry.Id, entry.X, true, labels, Lost);
                 entry.Epoch = result.Epoch;
                 if (routerEpoch is null || routerEpoch == result.Epoch)
                 {
@@ -316,12 +319,14 @@ public sealed class RemoteMoeLayer
                 $"{string.Join(", ", lost)}; the run cannot continue exactly from here");
         version = durable;
         LastReplayedMicroBatches = 0;
-        foreach (var (stepId, applied, forwards, backwards) in log.After(durable))
+        foreach (var (stepId, applied, forwards, backwards, controls) in log.After(durable))
         {
+            // The layer went back to a checkpoint older than these controls: set them where they were set.
+            if (controls is not null) await router.SetTrainingControls(controls);
             LastReplayedMicroBatches += forwards.Count;
             foreach (var batch in forwards)
             {
-                var result = await gateway.Forward(batch.Id, batch.X, true, Lost);
+                var result = await gateway.Forward(batch.Id, batch.X, true, null, Lost);
                 batch.Epoch = result.Epoch;
                 batch.Replayed = result;
             }
@@ -367,6 +372,23 @@ public sealed class RemoteMoeLayer
     /// </summary>
     public Task<long> FlushAsync() => Retry(() => router.Flush());
 
+    /// <summary>
+    /// Freezes the router, experts, or chosen experts, and sets per-expert learning-rate multipliers
+    /// and the router's own rate, from the next step on (see <see cref="TrainingControls"/>). Call it
+    /// at a step boundary: the layer refuses while a training micro-batch is in flight. A recovery
+    /// after a lost silo sets them again at the step they were set at, so replay stays exact.
+    /// </summary>
+    public async Task SetTrainingControlsAsync(TrainingControls controls)
+    {
+        ArgumentNullException.ThrowIfNull(controls);
+        ThrowIfBackwardFailed();
+        var step = await CurrentStep();
+        await Retry(async () => { await router.SetTrainingControls(controls); return true; });
+        log.SetControls(step, controls);
+    }
+
+    public Task<TrainingControls> GetTrainingControlsAsync() => Retry(() => router.GetTrainingControls());
+
     /// <summary>Optimizer steps applied to the layer.</summary>
     public Task<long> GetVersionAsync() => Retry(() => gateway.GetVersion(Lost));
 
@@ -378,6 +400,12 @@ public sealed class RemoteMoeLayer
     }
 
     public Task<LayerStats> GetStatsAsync() => Retry(() => router.GetStats());
+
+    /// <summary>Per expert, what the labelled forwards sent it: classes, top token ids, entropy, drop share.</summary>
+    public Task<SpecializationReport> GetSpecializationAsync() => Retry(() => router.GetSpecialization());
+
+    /// <summary>Starts the specialization report over.</summary>
+    public Task ResetSpecializationAsync() => Retry(async () => { await router.ResetSpecialization(); return true; });
 
     /// <summary>The gate and every expert parameter as tensors, named as the reference layer names them.</summary>
     public async Task<Dictionary<string, Tensor>> GetWeightsAsync()

@@ -31,12 +31,22 @@ public sealed class RemoteMoeModule : nn.Module<Tensor, Tensor>
     /// <summary>The last forward's routing counts.</summary>
     public RoutingSummary? LastRouting { get; private set; }
 
+    /// <summary>Labels of the next forward's tokens, for the layer's specialization report; used once.</summary>
+    public TokenLabels? NextLabels { get; set; }
+
+    private TokenLabels? TakeLabels()
+    {
+        var labels = NextLabels;
+        NextLabels = null;
+        return labels;
+    }
+
     public override Tensor forward(Tensor x)
     {
         Layer.ThrowIfBackwardFailed();
         if (!training)
         {
-            using var r = Layer.ForwardAsync(x, train: false).GetAwaiter().GetResult();
+            using var r = Layer.ForwardAsync(x, train: false, labels: TakeLabels()).GetAwaiter().GetResult();
             LastRouting = r.Routing;
             AuxLoss = null;
             return r.Y.clone();
@@ -62,7 +72,7 @@ public sealed class RemoteMoeModule : nn.Module<Tensor, Tensor>
         {
             var x = (Tensor)vars[0];
             var module = (RemoteMoeModule)vars[2];
-            var r = module.Layer.ForwardAsync(x, train: true).GetAwaiter().GetResult();
+            var r = module.Layer.ForwardAsync(x, train: true, labels: module.TakeLabels()).GetAwaiter().GetResult();
             module.Remember(r.Routing);
             ctx.save_data("batch", r.BatchId);
             ctx.save_data("module", module);

@@ -25,6 +25,8 @@ internal sealed class ReplayLog
         public List<Batch> Forwards { get; } = [];
         public List<Batch> Backwards { get; } = [];
         public bool Applied { get; set; }
+        /// <summary>Training controls set before this step's micro-batches, to set again before replaying them.</summary>
+        public TrainingControls? Controls { get; set; }
     }
 
     private readonly SortedDictionary<long, StepLog> steps = new();
@@ -59,6 +61,11 @@ internal sealed class ReplayLog
         lock (gate) log.Backwards.Add(batch);
     }
 
+    public void SetControls(long stepId, TrainingControls controls)
+    {
+        lock (gate) Current(stepId).Controls = controls;
+    }
+
     public void MarkApplied(long stepId)
     {
         lock (gate) Current(stepId).Applied = true;
@@ -72,11 +79,11 @@ internal sealed class ReplayLog
     }
 
     /// <summary>The steps after <paramref name="durableVersion"/>, oldest first, as copies safe to iterate.</summary>
-    public List<(long StepId, bool Applied, List<Batch> Forwards, List<Batch> Backwards)> After(long durableVersion)
+    public List<(long StepId, bool Applied, List<Batch> Forwards, List<Batch> Backwards, TrainingControls? Controls)> After(long durableVersion)
     {
         lock (gate)
             return steps.Values.Where(s => s.StepId > durableVersion)
-                .Select(s => (s.StepId, s.Applied, s.Forwards.ToList(), s.Backwards.ToList())).ToList();
+                .Select(s => (s.StepId, s.Applied, s.Forwards.ToList(), s.Backwards.ToList(), s.Controls)).ToList();
     }
 
     /// <summary>Drops a batch that will not come back (discarded by the caller).</summary>

@@ -33,11 +33,13 @@ public interface IMoeExpertGrain : IGrainWithIntegerCompoundKey
 
     /// <summary>
     /// Scales the gradients by <paramref name="gradScale"/>, applies the optimizer and clears them.
-    /// Idempotent per step id. At a checkpoint step the expert captures its state before it
-    /// answers and writes it in the background (or before it answers, with
-    /// <see cref="LayerSpec.CheckpointBeforeStepReturns"/>); <see cref="FlushCheckpoint"/> waits for it.
+    /// Idempotent per step id. <paramref name="control"/> sets the step's learning rate, or freezes
+    /// the expert (its gradients are cleared, nothing else changes); null: the spec's learning rate.
+    /// At a checkpoint step the expert captures its state before it answers and writes it in the
+    /// background (or before it answers, with <see cref="LayerSpec.CheckpointBeforeStepReturns"/>);
+    /// <see cref="FlushCheckpoint"/> waits for it.
     /// </summary>
-    Task<long> Step(long stepId, double gradScale, string? incarnation);
+    Task<long> Step(long stepId, double gradScale, string? incarnation, ExpertStepControl? control = null);
 
     /// <summary>
     /// Returns once the checkpoint of <paramref name="version"/> is durable, writing it again if its

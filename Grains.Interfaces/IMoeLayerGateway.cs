@@ -10,7 +10,7 @@ namespace MoeCluster;
 /// </summary>
 public interface IMoeLayerGateway : IGrainWithStringKey
 {
-    Task<LayerForwardResult> Forward(long batchId, TensorPayload x, bool train, CancellationToken cancellationToken = default);
+    Task<LayerForwardResult> Forward(long batchId, TensorPayload x, bool train, TokenLabels? labels, CancellationToken cancellationToken = default);
     Task<TensorPayload> Backward(long batchId, TensorPayload dy, double auxGrad, CancellationToken cancellationToken = default);
     Task<StepResult> Step(long stepId, CancellationToken cancellationToken = default);
     Task<long> Recover(CancellationToken cancellationToken = default);

@@ -20,8 +20,11 @@ public interface IMoeRouterGrain : IGrainWithStringKey
     [AlwaysInterleave]
     Task<LayerSpec?> GetSpec();
 
-    /// <summary>y for x = [T, d_model]. With <paramref name="train"/>, keeps what backward needs under <paramref name="batchId"/>.</summary>
-    Task<LayerForwardResult> Forward(long batchId, TensorPayload x, bool train);
+    /// <summary>
+    /// y for x = [T, d_model]. With <paramref name="train"/>, keeps what backward needs under <paramref name="batchId"/>.
+    /// With <paramref name="labels"/>, counts them per expert for <see cref="GetSpecialization"/>.
+    /// </summary>
+    Task<LayerForwardResult> Forward(long batchId, TensorPayload x, bool train, TokenLabels? labels = null);
 
     /// <summary>∂L/∂x for ∂L/∂y = <paramref name="dy"/> and ∂L/∂aux = <paramref name="auxGrad"/>; gradients accumulate until <see cref="Step"/>.</summary>
     Task<TensorPayload> Backward(long batchId, TensorPayload dy, double auxGrad);
@@ -54,6 +57,15 @@ public interface IMoeRouterGrain : IGrainWithStringKey
     /// <summary>Replaces every weight of the layer (names as in <see cref="GetWeights"/>) as the next step; optimizer states start fresh.</summary>
     Task<long> ImportWeights(NamedTensor[] weights);
 
+    /// <summary>
+    /// Sets what the next steps train and how fast (see <see cref="TrainingControls"/>), at a step
+    /// boundary: refused while a training micro-batch is in flight. Kept in the router's checkpoints.
+    /// </summary>
+    Task SetTrainingControls(TrainingControls controls);
+
+    [AlwaysInterleave]
+    Task<TrainingControls> GetTrainingControls();
+
     /// <summary>Deletes the layer: its experts, its checkpoints, and the router's state.</summary>
     Task Delete();
 
@@ -66,6 +78,13 @@ public interface IMoeRouterGrain : IGrainWithStringKey
 
     [AlwaysInterleave]
     Task<LayerStats> GetStats();
+
+    /// <summary>Per expert, the classes and token ids of the labelled forwards it admitted, their entropy, and its drop share.</summary>
+    [AlwaysInterleave]
+    Task<SpecializationReport> GetSpecialization();
+
+    /// <summary>Starts the specialization report over (e.g. to look at a trained layer on fresh tokens only).</summary>
+    Task ResetSpecialization();
 
     /// <summary>The gate and every expert parameter, named as the reference layer names them.</summary>
     Task<NamedTensor[]> GetWeights();

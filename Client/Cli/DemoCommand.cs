@@ -21,13 +21,22 @@ public static class DemoCommand
         var layer = new Option<string>("--layer") { Description = "Name of the demo's layer", DefaultValueFactory = _ => d.Layer };
         var export = new Option<string?>("--export") { Description = "Write the trained layer as a safetensors file when training ends" };
         var keep = new Option<bool>("--keep") { Description = "With --cluster: leave the layer in the cluster (it is deleted by default)" };
+        var lr = new Option<double>("--lr") { Description = "Learning rate of the layer and of the local embedding and head", DefaultValueFactory = _ => d.LearningRate };
+        var capacity = new Option<double>("--capacity-factor") { Description = "The layer's capacity factor in training (0: dropless)", DefaultValueFactory = _ => d.CapacityFactor };
+        var dropout = new Option<double>("--expert-dropout") { Description = "Dropout inside the experts, in training only (the Switch fine-tuning recipe: 0.4)", DefaultValueFactory = _ => d.ExpertDropout };
+        var init = new Option<string?>("--init") { Description = "Fine-tune: start from a file that --export wrote (the layer, and NAME.local.safetensors beside it)" };
+        var inspect = new Option<bool>("--inspect") { Description = "After training, show per expert the classes and tokens it receives on fresh tokens" };
+        var plot = new Option<string?>("--plot") { Description = "Write the heat map of classes per expert as a PNG file" };
+        var controls = new TrainingControlOptions();
         var command = new Command("demo", "Starts a cluster in this process and trains a small MoE model on a synthetic task.\n\n" +
             "Example: ./moe demo --steps 100 --experts 8 --top-k 2\n" +
-            "Against running silos: ./moe demo --cluster redis://127.0.0.1:6379 --export demo.safetensors")
+            "Against running silos: ./moe demo --cluster redis://127.0.0.1:6379 --export demo.safetensors\n" +
+            "Fine-tune: ./moe demo --init demo.safetensors --capacity-factor 2 --expert-dropout 0.4 --freeze-router --steps 50")
         {
-            steps, experts, topK, silos, perDevice, batch, seed, checkpointEvery, json, layer, export, keep,
+            steps, experts, topK, silos, perDevice, batch, seed, checkpointEvery, json, layer, export, keep, lr, capacity, dropout, init, inspect, plot,
         };
         connection.AddTo(command);
+        controls.AddTo(command);
         command.SetAction(async (parse, cancel) =>
         {
             await DemoRunner.RunAsync(new DemoOptions
@@ -45,6 +54,13 @@ public static class DemoCommand
                 Layer = parse.GetValue(layer)!,
                 Export = parse.GetValue(export),
                 Keep = parse.GetValue(keep),
+                LearningRate = parse.GetValue(lr),
+                CapacityFactor = parse.GetValue(capacity),
+                ExpertDropout = parse.GetValue(dropout),
+                Init = parse.GetValue(init),
+                Controls = controls.Controls(parse),
+                Inspect = parse.GetValue(inspect),
+                Plot = parse.GetValue(plot),
             }, cancel);
             return 0;
         });

@@ -28,6 +28,24 @@ public sealed class DemoModel : Module<Tensor, Tensor>
 
     public RemoteMoeModule Moe => moe;
 
+    /// <summary>The weights that live in this process (embedding and head), by name; the tensors stay the model's.</summary>
+    public Dictionary<string, Tensor> LocalWeights() => named_parameters()
+        .Where(p => !p.name.StartsWith("moe.", StringComparison.Ordinal)).ToDictionary(p => p.name, p => (Tensor)p.parameter);
+
+    /// <summary>Copies every local weight from <paramref name="weights"/>; names and shapes must match.</summary>
+    public void LoadLocalWeights(IReadOnlyDictionary<string, Tensor> weights, string source)
+    {
+        using var noGrad = no_grad();
+        foreach (var (name, parameter) in LocalWeights())
+        {
+            if (!weights.TryGetValue(name, out var value))
+                throw new ArgumentException($"{source} has no tensor \"{name}\"; expected the demo model's {string.Join(", ", LocalWeights().Keys)}");
+            if (!value.shape.SequenceEqual(parameter.shape))
+                throw new ArgumentException($"{source} has \"{name}\" as [{string.Join(", ", value.shape)}]; the demo model expects [{string.Join(", ", parameter.shape)}]");
+            parameter.copy_(value);
+        }
+    }
+
     /// <summary>No dispose scope of its own: the caller's scope must also keep <c>Moe.AuxLoss</c>.</summary>
     public override Tensor forward(Tensor tokens)
     {

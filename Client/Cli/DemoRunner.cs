@@ -29,6 +29,22 @@ public sealed record DemoOptions
     public string? Export { get; init; }
     /// <summary>Leave the layer in the cluster when the demo ends.</summary>
     public bool Keep { get; init; }
+    /// <summary>Learning rate of the layer (its spec) and of the demo's local embedding and head.</summary>
+    public double LearningRate { get; init; } = 3e-3;
+    /// <summary>The layer's capacity factor in training.</summary>
+    public double CapacityFactor { get; init; } = 1.25;
+    /// <summary>Dropout inside the experts (LayerSpec.ExpertDropout).</summary>
+    public double ExpertDropout { get; init; }
+    /// <summary>Start from a file that <see cref="Export"/> wrote (the layer, and its local model beside it) instead of fresh weights.</summary>
+    public string? Init { get; init; }
+    /// <summary>Freezing and learning rates for the layer, set before the first step.</summary>
+    public TrainingControls? Controls { get; init; }
+    /// <summary>After training, show per expert what it receives on fresh tokens (the specialization report).</summary>
+    public bool Inspect { get; init; }
+    /// <summary>Write the specialization heat map (experts × classes) as a PNG here.</summary>
+    public string? Plot { get; init; }
+    /// <summary>Log no progress to the console (the sweep runs the demo many times).</summary>
+    public bool Quiet { get; init; }
 }
 
 /// <summary>What <c>./moe demo --json</c> prints.</summary>
@@ -41,7 +57,12 @@ public sealed record DemoSummary(
     [property: JsonPropertyName("accuracy")] double Accuracy,
     [property: JsonPropertyName("tokens_per_expert")] long[] TokensPerExpert,
     [property: JsonPropertyName("dropped")] long Dropped,
-    [property: JsonPropertyName("seconds")] double Seconds);
+    [property: JsonPropertyName("seconds")] double Seconds)
+{
+    /// <summary>With --inspect: per expert, what it received on the evaluation tokens.</summary>
+    [JsonPropertyName("specialization"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public SpecializationReport? Specialization { get; init; }
+}
 
 /// <summary>
 /// <c>./moe demo</c>: starts an embedded cluster, trains <see cref="DemoModel"/> on
@@ -53,7 +74,9 @@ public static class DemoRunner
     public static async Task<DemoSummary> RunAsync(DemoOptions options, CancellationToken cancellationToken = default)
     {
         if (options.Steps < 1) throw new ArgumentException($"--steps is {options.Steps}; expected ≥ 1");
-        var console = options.Json ? AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) }) : AnsiConsole.Console;
+        if (options.Init is { } initFile && !File.Exists(initFile)) throw new ArgumentException($"--init file {initFile} does not exist; expected a file written by ./moe demo --export");
+        var console = options.Quiet ? AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(TextWriter.Null) })
+            : options.Json ? AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) }) : AnsiConsole.Console;
         var watch = Stopwatch.StartNew();
 
         EmbeddedCluster? embedded = null;
@@ -76,8 +99,8 @@ public static class DemoRunner
         var spec = new LayerSpec
         {
             DModel = options.DModel, DFF = options.DFF, NumExperts = options.Experts, TopK = options.TopK,
-            CapacityFactor = 1.25, Seed = options.Seed, CheckpointEvery = options.CheckpointEvery,
-            Optimizer = new OptimizerSpec { LearningRate = 3e-3 },
+            CapacityFactor = options.CapacityFactor, ExpertDropout = options.ExpertDropout, Seed = options.Seed, CheckpointEvery = options.CheckpointEvery,
+            Optimizer = new OptimizerSpec { LearningRate = options.LearningRate },
         };
         if (embedded is null && await client.Orleans.GetGrain<IMoeRouterGrain>(options.Layer).GetSpec() is not null)
         {
@@ -89,7 +112,17 @@ public static class DemoRunner
         console.MarkupLine($"[grey]layer \"{Markup.Escape(options.Layer)}\": {spec.NumExperts} experts, top-{spec.TopK}, d_model {spec.DModel}, d_ff {spec.DFF}[/]");
 
         using var model = new DemoModel(layer, SyntheticTask.Vocabulary, SyntheticTask.Classes, options.Seed);
-        using var optimizer = optim.AdamW(model.parameters(), lr: 3e-3);
+        if (options.Init is { } init)
+        {
+            var (version, local) = await DemoCheckpoint.LoadAsync(layer, model, init);
+            console.MarkupLine($"[grey]started from {Markup.Escape(init)}: layer at version {version}{(local is null ? "; no local model beside it, so the embedding and head start fresh" : $", local model from {Markup.Escape(local)}")}[/]");
+        }
+        if (options.Controls is { } controls)
+        {
+            await layer.SetTrainingControlsAsync(controls);
+            console.MarkupLine($"[grey]training controls: {Markup.Escape(DescribeControls(controls))}[/]");
+        }
+        using var optimizer = optim.AdamW(model.parameters(), lr: options.LearningRate);
         using var generator = new Generator((ulong)options.Seed);
         var losses = new List<double>(options.Steps);
 
@@ -110,7 +143,7 @@ public static class DemoRunner
             losses.Add(loss);
         }
 
-        if (options.Json)
+        if (options.Json || options.Quiet)
             for (int s = 0; s < options.Steps; s++) await TrainStep();
         else
             await console.Progress()
@@ -128,8 +161,11 @@ public static class DemoRunner
                 });
 
         await layer.FlushAsync(); // the last step's checkpoints are written after it returns
+        // The report then shows what the trained layer does with fresh tokens only.
+        await layer.ResetSpecializationAsync();
         var accuracy = Evaluate(model, generator);
         var stats = await layer.GetStatsAsync();
+        var report = options.Inspect || options.Plot is not null ? await layer.GetSpecializationAsync() : null;
         var tail = Math.Max(1, Math.Min(10, losses.Count / 10));
         var summary = new DemoSummary(
             InitialLoss: losses[0],
@@ -140,26 +176,44 @@ public static class DemoRunner
             Accuracy: accuracy,
             TokensPerExpert: stats.Experts.Select(e => e.TokensRouted).ToArray(),
             Dropped: stats.TokensDropped,
-            Seconds: watch.Elapsed.TotalSeconds);
+            Seconds: watch.Elapsed.TotalSeconds)
+        {
+            Specialization = options.Inspect ? report : null,
+        };
 
-        if (options.Json)
-            Console.WriteLine(JsonSerializer.Serialize(summary));
+        if (options.Json && !options.Quiet)
+            Console.WriteLine(JsonSerializer.Serialize(summary, CliJson.Options));
         else
             Report(console, losses, stats, summary);
+        if (options.Inspect && report is not null && !options.Json) SpecializationTable.Write(console, report, SyntheticTask.TokenName);
+        if (options.Plot is { } plot && report is not null)
+        {
+            Charts.SpecializationHeatMap(report, plot);
+            console.MarkupLine($"wrote the heat map of classes per expert to {Markup.Escape(plot)}");
+        }
         if (options.Export is { } path)
         {
             var version = await ExportCommands.WriteAsync(layer, path);
-            console.MarkupLine($"exported layer \"{Markup.Escape(layer.Name)}\" at version {version} to {Markup.Escape(path)}");
+            var local = DemoCheckpoint.WriteLocal(model, path);
+            console.MarkupLine($"exported layer \"{Markup.Escape(layer.Name)}\" at version {version} to {Markup.Escape(path)}, and the demo's embedding and head to {Markup.Escape(local)}");
         }
         if (embedded is null && !options.Keep) await layer.DeleteAsync();
         return summary;
     }
 
+    private static string DescribeControls(TrainingControls c) =>
+        $"router {(c.FreezeRouter ? "frozen" : c.RouterLearningRate is { } lr ? $"lr {lr}" : "trains")}, " +
+        $"experts {(c.FreezeExperts ? "all frozen" : c.FrozenExperts.Length > 0 ? $"{string.Join(",", c.FrozenExperts)} frozen" : "train")}" +
+        (c.ExpertLearningRateMultipliers.Count > 0 ? $", lr multipliers {string.Join(",", c.ExpertLearningRateMultipliers.Select(m => $"{m.Key}={m.Value}"))}" : "");
+
+    /// <summary>Accuracy on 1,024 fresh tokens; their token ids and classes go to the layer's specialization report.</summary>
     private static double Evaluate(DemoModel model, Generator generator)
     {
         model.eval();
         using var scope = NewDisposeScope();
         var (tokens, labels) = SyntheticTask.Sample(generator, 1024);
+        model.Moe.NextLabels = new TokenLabels(
+            tokens.data<long>().Select(t => (int)t).ToArray(), labels.data<long>().Select(c => (int)c).ToArray());
         var predicted = model.forward(tokens).argmax(1);
         var accuracy = predicted.eq(labels).to(ScalarType.Float32).mean().item<float>();
         model.train();

@@ -6,6 +6,8 @@ var root = new RootCommand("moe: the MoeCluster command-line tool. `./moe <comma
     DemoCommand.Create(),
     ExportCommands.Export(),
     ExportCommands.Import(),
+    InspectCommand.Create(),
+    SweepCommand.Create(),
 };
 try
 {

@@ -17,6 +17,9 @@ public static class SyntheticTask
 
     public static int KindOf(long token) => (int)(token / KindSize);
 
+    /// <summary>A token id with the first letter of its kind, as reports show it: "17l" (a letter).</summary>
+    public static string TokenName(int token) => token >= 0 && token < Vocabulary ? $"{token}{Kinds[KindOf(token)][0]}" : $"{token}";
+
     public static long Label(long token)
     {
         var j = token % KindSize;

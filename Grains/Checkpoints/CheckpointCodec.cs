@@ -18,6 +18,14 @@ public static class CheckpointCodec
         JsonSerializer.Deserialize<LayerSpec>(record.SpecJson)
         ?? throw new CheckpointCorruptException($"checkpoint of {Describe(record)} has no layer spec");
 
+    public static string EncodeControls(TrainingControls controls) => JsonSerializer.Serialize(controls);
+
+    /// <summary>The router's training controls; the defaults for a record that has none (schema 1, or never set).</summary>
+    public static TrainingControls DecodeControls(CheckpointRecord record) =>
+        record.ControlsJson.Length == 0 ? new TrainingControls()
+        : JsonSerializer.Deserialize<TrainingControls>(record.ControlsJson)
+          ?? throw new CheckpointCorruptException($"checkpoint of {Describe(record)} has training controls that read as null");
+
     /// <summary>Decodes the record stored as <paramref name="version"/> of <paramref name="key"/> and checks it is what the key says.</summary>
     public static CheckpointRecord Decode(byte[] bytes, string key, long version, string kind, string layer, int index)
     {

@@ -20,7 +20,8 @@ public sealed class TensorRecord
 [MessagePackObject]
 public sealed class CheckpointRecord
 {
-    public const int CurrentSchema = 1;
+    /// <summary>2: routers also record their <see cref="TrainingControls"/> (key 11). Schema 1 records read as before, with no controls.</summary>
+    public const int CurrentSchema = 2;
     public const string RouterKind = "router";
     public const string ExpertKind = "expert";
     /// <summary>An expert leaving a silo that shuts down: its whole state, mid-step included.</summary>
@@ -43,4 +44,6 @@ public sealed class CheckpointRecord
     [Key(9)] public TensorRecord[] SavedInputs { get; set; } = [];
     /// <summary>Hand-off only: the incarnation the router knows this expert's step state by.</summary>
     [Key(10)] public string Incarnation { get; set; } = "";
+    /// <summary>Router only: the <see cref="TrainingControls"/> in effect, as JSON; empty (schema 1, or none set) means the defaults.</summary>
+    [Key(11)] public string ControlsJson { get; set; } = "";
 }

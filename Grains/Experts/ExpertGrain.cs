@@ -115,7 +115,7 @@ public sealed class ExpertGrain(
         (expert, optimizer, parameters) = await queue.RunAsync(() =>
         {
             var ffn = ExpertFfn.Create(config, seed, target);
-            var computation = new ExpertComputation(ffn, LayerSpecMapping.BackwardMode(newSpec));
+            var computation = new ExpertComputation(ffn, LayerSpecMapping.BackwardMode(newSpec), config.ExpertDropout);
             var ps = ffn.parameters().ToArray();
             return (computation, OptimizerFactory.Create(newSpec.Optimizer, ps), ps);
         });
@@ -289,18 +289,22 @@ public sealed class ExpertGrain(
     {
         var (s, e) = Ready();
         CheckState(layerVersion, expected);
+        var maskSeed = MaskSeed(s, batchId);
         var (y, elapsed) = await queue.RunTimedAsync(() =>
         {
             using var scope = NewDisposeScope();
             var input = TensorWire.FromPayload(x, e.Ffn.Device);
             LayerInputChecks.Input(input, s.DModel);
-            return TensorWire.ToPayload(e.Forward(batchId, input, train), s.WireDType);
+            return TensorWire.ToPayload(e.Forward(batchId, input, train, maskSeed), s.WireDType);
         });
         computeTime += elapsed;
         forwardCalls++;
         tokensProcessed += x.Shape[0];
         return new ExpertOutput(y, incarnation);
     }
+
+    // Training forwards belong to the step after the current version: weights change only at Step.
+    private long MaskSeed(LayerSpec s, long batchId) => LayerSeeds.ExpertDropout(s.Seed, layer, version + 1, batchId, index);
 
     public async Task<ExpertOutput> Backward(long batchId, TensorPayload outputGrad, long layerVersion, string? expected)
     {
@@ -331,7 +335,7 @@ public sealed class ExpertGrain(
         return await queue.RunAsync(() => OptimizerFactory.GradientSquaredNorm(ps));
     }
 
-    public async Task<long> Step(long stepId, double gradScale, string? expected)
+    public async Task<long> Step(long stepId, double gradScale, string? expected, ExpertStepControl? control)
     {
         var (s, _) = Ready();
         if (stepId == version && durableVersion < version && version % s.CheckpointEvery == 0 && s.CheckpointBeforeStepReturns)
@@ -347,8 +351,18 @@ public sealed class ExpertGrain(
         if (!double.IsFinite(gradScale) || gradScale <= 0)
             throw new ArgumentException($"gradient scale is {gradScale}; expected a finite number > 0");
         var o = optimizer!; var ps = parameters;
+        var learningRate = control?.LearningRate ?? s.Optimizer.LearningRate;
+        if (!double.IsFinite(learningRate) || learningRate <= 0)
+            throw new ArgumentException($"learning rate is {learningRate}; expected a finite number > 0");
         var watch = Stopwatch.StartNew();
-        await queue.RunAsync(() => OptimizerFactory.Step(o, ps, gradScale));
+        if (control?.Frozen == true)
+            await queue.RunAsync(() => ModelState.ZeroGradients(ps)); // frozen: no update, no decay, no optimizer state advanced
+        else
+            await queue.RunAsync(() =>
+            {
+                OptimizerFactory.SetLearningRate(o, learningRate);
+                OptimizerFactory.Step(o, ps, gradScale);
+            });
         computeTime += watch.Elapsed;
         version = stepId;
         if (version % s.CheckpointEvery == 0)
@@ -439,15 +453,19 @@ public sealed class ExpertGrain(
         if (bytes is null || at < version) return false;
         var record = CheckpointCodec.Decode(bytes, HandoffKey, at, CheckpointRecord.HandoffKind, layer, index);
         var e = expert!; var o = optimizer!; var owner = $"expert {Name}";
+        version = record.Version;
+        var s = spec!;
         await queue.RunAsync(() =>
         {
             ModelState.Restore(e.Ffn.named_parameters(), record.Weights, owner);
             ModelState.RestoreOptimizer(o, record.OptimizerState, owner);
             ModelState.RestoreGradients(e.Ffn.named_parameters(), record.Gradients);
             foreach (var saved in record.SavedInputs)
-                e.AdoptSavedInput(long.Parse(saved.Name, System.Globalization.CultureInfo.InvariantCulture), ModelState.ToTensor(saved));
+            {
+                var batchId = long.Parse(saved.Name, System.Globalization.CultureInfo.InvariantCulture);
+                e.AdoptSavedInput(batchId, ModelState.ToTensor(saved), MaskSeed(s, batchId));
+            }
         });
-        version = record.Version;
         incarnation = record.Incarnation;
         logger.LogInformation("Expert {Expert} taken over on silo {Silo}, device {Device}, at version {Version} with {Pending} forward(s) awaiting backward",
             Name, slots.Local.Silo, device, version, record.SavedInputs.Length);

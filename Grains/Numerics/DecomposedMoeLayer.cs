@@ -31,21 +31,26 @@ public sealed class DecomposedMoeLayer : IDisposable
     {
         Config = config.Validate();
         Device = device ?? CPU;
+        Seed = seed;
+        LayerName = layerName;
         Router = new TopKRouter(config, LayerSeeds.Gate(seed, layerName), Device);
         Experts = Enumerable.Range(0, config.NumExperts)
-            .Select(e => new ExpertComputation(ExpertFfn.Create(config, LayerSeeds.Expert(seed, layerName, e), Device), mode))
+            .Select(e => new ExpertComputation(ExpertFfn.Create(config, LayerSeeds.Expert(seed, layerName, e), Device), mode, config.ExpertDropout))
             .ToArray();
     }
 
     public MoeLayerConfig Config { get; }
     public Device Device { get; }
+    public long Seed { get; }
+    public string LayerName { get; }
     public TopKRouter Router { get; }
     public ExpertComputation[] Experts { get; }
 
     /// <summary>Micro-batches whose training forward ran and whose backward has not.</summary>
     public int PendingCount => pending.Count;
 
-    public MoeLayerOutput Forward(long batchId, Tensor x, bool train, long noiseSeed = 0)
+    /// <summary>The layer on x; in training, the experts' dropout masks are those of (<paramref name="step"/>, <paramref name="batchId"/>).</summary>
+    public MoeLayerOutput Forward(long batchId, Tensor x, bool train, long noiseSeed = 0, long step = 1)
     {
         if (train && pending.ContainsKey(batchId))
             throw new InvalidOperationException($"batch {batchId} is already in flight; run its backward before reusing the id");
@@ -57,7 +62,8 @@ public sealed class DecomposedMoeLayer : IDisposable
             try
             {
                 for (int e = 0; e < inputs.Length; e++)
-                    if (inputs[e].shape[0] > 0) outputs[e] = Experts[e].Forward(batchId, inputs[e], train);
+                    if (inputs[e].shape[0] > 0)
+                        outputs[e] = Experts[e].Forward(batchId, inputs[e], train, LayerSeeds.ExpertDropout(Seed, LayerName, step, batchId, e));
             }
             finally
             {

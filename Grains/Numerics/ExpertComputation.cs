@@ -19,7 +19,8 @@ public enum ExpertBackwardMode
 /// </summary>
 public sealed class ExpertComputation : IDisposable
 {
-    private sealed record SavedForward(Tensor Input, Tensor? Output, DateTime SavedAt) : IDisposable
+    // MaskSeed: the dropout mask's seed, so a recomputed forward masks exactly as the first one did.
+    private sealed record SavedForward(Tensor Input, Tensor? Output, long MaskSeed, DateTime SavedAt) : IDisposable
     {
         public void Dispose() { Input.Dispose(); Output?.Dispose(); }
     }
@@ -27,20 +28,32 @@ public sealed class ExpertComputation : IDisposable
     private readonly Dictionary<long, SavedForward> saved = new();
     private readonly object gate = new();
 
-    public ExpertComputation(ExpertFfn ffn, ExpertBackwardMode mode = ExpertBackwardMode.KeepGraph)
+    public ExpertComputation(ExpertFfn ffn, ExpertBackwardMode mode = ExpertBackwardMode.KeepGraph, double dropout = 0)
     {
+        if (!double.IsFinite(dropout) || dropout < 0 || dropout >= 1)
+            throw new ArgumentException($"expert dropout is {dropout}; expected 0 ≤ p < 1 (0 = no dropout)", nameof(dropout));
         Ffn = ffn;
         Mode = mode;
+        Dropout = dropout;
     }
 
     public ExpertFfn Ffn { get; }
     public ExpertBackwardMode Mode { get; }
+    /// <summary>Dropout rate on the hidden activation of training forwards.</summary>
+    public double Dropout { get; }
+
+    /// <summary>The dropout mask of a training forward with <paramref name="maskSeed"/>, or null when dropout is off.</summary>
+    private Tensor? Mask(long rows, long maskSeed) =>
+        Dropout > 0 ? ExpertDropout.Mask(rows, Ffn.HiddenSize, Dropout, maskSeed, Ffn.DType, Ffn.Device) : null;
 
     /// <summary>Training forwards whose backward has not come yet.</summary>
     public int PendingCount { get { lock (gate) return saved.Count; } }
 
-    /// <summary>FFN(x) as Float32 [n, d]. In training, remembers what backward needs under <paramref name="batchId"/>.</summary>
-    public Tensor Forward(long batchId, Tensor x, bool train)
+    /// <summary>
+    /// FFN(x) as Float32 [n, d]. In training, remembers what backward needs under <paramref name="batchId"/>
+    /// and applies dropout with the mask drawn from <paramref name="maskSeed"/> (see <see cref="LayerSeeds.ExpertDropout"/>).
+    /// </summary>
+    public Tensor Forward(long batchId, Tensor x, bool train, long maskSeed = 0)
     {
         if (train) lock (gate)
         {
@@ -52,18 +65,18 @@ public sealed class ExpertComputation : IDisposable
         if (!train || Mode == ExpertBackwardMode.Recompute)
         {
             Tensor result;
-            using (no_grad()) result = Ffn.forward(input).to(ScalarType.Float32);
-            if (train) Remember(batchId, new SavedForward(input.DetachFromDisposeScope(), null, DateTime.UtcNow));
+            using (no_grad()) result = Ffn.Forward(input, train ? Mask(input.shape[0], maskSeed) : null).to(ScalarType.Float32);
+            if (train) Remember(batchId, new SavedForward(input.DetachFromDisposeScope(), null, maskSeed, DateTime.UtcNow));
             return result.MoveToOuterDisposeScope();
         }
         Tensor output;
         using (enable_grad())
         {
             input.requires_grad_(true);
-            output = Ffn.forward(input);
+            output = Ffn.Forward(input, Mask(input.shape[0], maskSeed));
         }
         var y = output.detach().to(ScalarType.Float32);
-        Remember(batchId, new SavedForward(input.DetachFromDisposeScope(), output.DetachFromDisposeScope(), DateTime.UtcNow));
+        Remember(batchId, new SavedForward(input.DetachFromDisposeScope(), output.DetachFromDisposeScope(), maskSeed, DateTime.UtcNow));
         return y.MoveToOuterDisposeScope();
     }
 
@@ -93,7 +106,7 @@ public sealed class ExpertComputation : IDisposable
                 if (s.Output is null)
                 {
                     input = s.Input.detach().requires_grad_(true);
-                    output = Ffn.forward(input);
+                    output = Ffn.Forward(input, Mask(input.shape[0], s.MaskSeed));
                 }
                 else output = s.Output;
                 output.backward([grad]);
@@ -109,9 +122,10 @@ public sealed class ExpertComputation : IDisposable
     /// <summary>
     /// Remembers a training forward by its input only, as if it had run here in recompute mode:
     /// its backward redoes the forward. Used when an expert arrives from another silo mid-step.
-    /// Takes ownership of <paramref name="input"/>.
+    /// Takes ownership of <paramref name="input"/>; <paramref name="maskSeed"/> is the seed its forward drew its dropout mask from.
     /// </summary>
-    public void AdoptSavedInput(long batchId, Tensor input) => Remember(batchId, new SavedForward(input.to(Ffn.DType, Ffn.Device, disposeAfter: true), null, DateTime.UtcNow));
+    public void AdoptSavedInput(long batchId, Tensor input, long maskSeed = 0) =>
+        Remember(batchId, new SavedForward(input.to(Ffn.DType, Ffn.Device, disposeAfter: true), null, maskSeed, DateTime.UtcNow));
 
     /// <summary>The batch ids with a saved forward.</summary>
     public long[] PendingIds() { lock (gate) return saved.Keys.ToArray(); }

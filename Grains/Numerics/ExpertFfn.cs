@@ -11,14 +11,25 @@ namespace MoeCluster.Grains.Numerics;
 /// </summary>
 public abstract class ExpertFfn : Module<Tensor, Tensor>
 {
-    protected ExpertFfn(string name, ScalarType dtype, Device? device) : base(name)
+    protected ExpertFfn(string name, int hiddenSize, ScalarType dtype, Device? device) : base(name)
     {
+        HiddenSize = hiddenSize;
         DType = dtype;
         Device = device ?? CPU;
     }
 
+    /// <summary>d_ff: the width of the hidden activation that expert dropout masks.</summary>
+    public int HiddenSize { get; }
     public ScalarType DType { get; }
     public Device Device { get; }
+
+    public override Tensor forward(Tensor u) => Forward(u, null);
+
+    /// <summary>
+    /// FFN(u) with the hidden activation multiplied by <paramref name="hiddenMask"/> ([rows, d_ff],
+    /// see <see cref="ExpertDropout"/>) before W2; no mask is the plain FFN.
+    /// </summary>
+    public abstract Tensor Forward(Tensor u, Tensor? hiddenMask);
 
     /// <summary>
     /// Builds the expert that <paramref name="config"/> describes, its weights drawn from
@@ -52,7 +63,7 @@ public sealed class GeluExpertFfn : ExpertFfn
     private readonly Parameter w1, b1, w2, b2;
 
     public GeluExpertFfn(int dModel, int dFF, ScalarType dtype, long seed, Device? device = null)
-        : base(nameof(GeluExpertFfn), dtype, device)
+        : base(nameof(GeluExpertFfn), dFF, dtype, device)
     {
         using var generator = new Generator((ulong)seed);
         w1 = Uniform(generator, [dFF, dModel], dModel, dtype, device);
@@ -62,10 +73,11 @@ public sealed class GeluExpertFfn : ExpertFfn
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor u)
+    public override Tensor Forward(Tensor u, Tensor? hiddenMask)
     {
         using var scope = NewDisposeScope();
         var h = functional.gelu(functional.linear(u, w1, b1));
+        if (hiddenMask is not null) h = h.mul(hiddenMask);
         return functional.linear(h, w2, b2).MoveToOuterDisposeScope();
     }
 }
@@ -76,7 +88,7 @@ public sealed class SwiGluExpertFfn : ExpertFfn
     private readonly Parameter w1, w2, w3;
 
     public SwiGluExpertFfn(int dModel, int dFF, ScalarType dtype, long seed, Device? device = null)
-        : base(nameof(SwiGluExpertFfn), dtype, device)
+        : base(nameof(SwiGluExpertFfn), dFF, dtype, device)
     {
         using var generator = new Generator((ulong)seed);
         w1 = Uniform(generator, [dFF, dModel], dModel, dtype, device);
@@ -85,10 +97,11 @@ public sealed class SwiGluExpertFfn : ExpertFfn
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor u)
+    public override Tensor Forward(Tensor u, Tensor? hiddenMask)
     {
         using var scope = NewDisposeScope();
         var h = functional.silu(functional.linear(u, w1)).mul(functional.linear(u, w3));
+        if (hiddenMask is not null) h = h.mul(hiddenMask);
         return functional.linear(h, w2).MoveToOuterDisposeScope();
     }
 }

@@ -30,6 +30,8 @@ public sealed record MoeLayerConfig
     public double JitterEpsilon { get; init; }
     public double AuxLossWeight { get; init; } = 0.01;
     public double ZLossWeight { get; init; } = 0.001;
+    /// <summary>Dropout rate on the experts' hidden activation in training (<see cref="Numerics.ExpertDropout"/>); 0 turns it off.</summary>
+    public double ExpertDropout { get; init; }
 
     /// <summary>Element type the experts compute in: Float32 or BFloat16. The router is always Float32.</summary>
     public torch.ScalarType ComputeDType { get; init; } = torch.ScalarType.Float32;
@@ -66,6 +68,8 @@ public sealed record MoeLayerConfig
             throw Bad($"aux loss weight α is {AuxLossWeight}; expected a finite number ≥ 0");
         if (!double.IsFinite(ZLossWeight) || ZLossWeight < 0)
             throw Bad($"z-loss weight β is {ZLossWeight}; expected a finite number ≥ 0");
+        if (!double.IsFinite(ExpertDropout) || ExpertDropout < 0 || ExpertDropout >= 1)
+            throw Bad($"expert dropout is {ExpertDropout}; expected 0 ≤ p < 1 (0 = no dropout)");
         if (ComputeDType is not (torch.ScalarType.Float32 or torch.ScalarType.BFloat16))
             throw Bad($"compute dtype {ComputeDType} is not supported; expected Float32 or BFloat16");
         return this;

@@ -27,6 +27,8 @@ public sealed class ReferenceMoeLayer : Module
     {
         Config = config.Validate();
         Device = device ?? CPU;
+        Seed = seed;
+        LayerName = layerName;
         gate = TopKRouter.InitGate(config, LayerSeeds.Gate(seed, layerName), Device);
         experts = new ModuleList<ExpertFfn>(Enumerable.Range(0, config.NumExperts)
             .Select(e => ExpertFfn.Create(config, LayerSeeds.Expert(seed, layerName, e), Device)).ToArray());
@@ -35,10 +37,17 @@ public sealed class ReferenceMoeLayer : Module
 
     public MoeLayerConfig Config { get; }
     public Device Device { get; }
+    public long Seed { get; }
+    public string LayerName { get; }
     public Parameter GateWeight => gate;
     public IReadOnlyList<ExpertFfn> Experts => experts.ToList();
 
-    public ReferenceOutput Forward(Tensor x, bool train, long noiseSeed = 0)
+    /// <summary>
+    /// The layer on x. In training, <paramref name="noiseSeed"/> draws the jitter noise, and
+    /// <paramref name="step"/> and <paramref name="batchId"/> the experts' dropout masks
+    /// (<see cref="LayerSeeds.ExpertDropout"/>), exactly as the experts of a cluster draw them.
+    /// </summary>
+    public ReferenceOutput Forward(Tensor x, bool train, long noiseSeed = 0, long step = 1, long batchId = 0)
     {
         LayerInputChecks.Input(x, Config.DModel);
         int tokens = checked((int)x.shape[0]), e = Config.NumExperts, k = Config.TopK, d = Config.DModel;
@@ -71,7 +80,11 @@ public sealed class ReferenceMoeLayer : Module
         {
             var rows = chosen.select(1, i).nonzero().squeeze(1);
             if (rows.shape[0] == 0) continue;
-            var output = experts[i].forward(x.index_select(0, rows).to(Config.ComputeDType)).to(ScalarType.Float32);
+            // Rows in ascending token order, as the router sends them, so mask row j meets the same token.
+            var mask = train && Config.ExpertDropout > 0
+                ? ExpertDropout.Mask(rows.shape[0], Config.DFF, Config.ExpertDropout, LayerSeeds.ExpertDropout(Seed, LayerName, step, batchId, i), Config.ComputeDType, Device)
+                : null;
+            var output = experts[i].Forward(x.index_select(0, rows).to(Config.ComputeDType), mask).to(ScalarType.Float32);
             y = y.index_add(0, rows, output.mul(combine.index_select(0, rows).narrow(1, i, 1)), 1);
         }
 

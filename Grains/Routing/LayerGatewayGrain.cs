@@ -8,8 +8,8 @@ public sealed class LayerGatewayGrain : Grain, IMoeLayerGateway
 {
     private IMoeRouterGrain Router => GrainFactory.GetGrain<IMoeRouterGrain>(this.GetPrimaryKeyString());
 
-    public Task<LayerForwardResult> Forward(long batchId, TensorPayload x, bool train, CancellationToken cancellationToken) =>
-        Router.Forward(batchId, x, train);
+    public Task<LayerForwardResult> Forward(long batchId, TensorPayload x, bool train, TokenLabels? labels, CancellationToken cancellationToken) =>
+        Router.Forward(batchId, x, train, labels);
 
     public Task<TensorPayload> Backward(long batchId, TensorPayload dy, double auxGrad, CancellationToken cancellationToken) =>
         Router.Backward(batchId, dy, auxGrad);

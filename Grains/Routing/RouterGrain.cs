@@ -47,6 +47,7 @@ public sealed partial class RouterGrain(
     private Task<LayerStats>? creating;
     private long version;
     private long durableVersion;
+    private TrainingControls controls = new();
     private (long Id, Task<StepResult> Task)? runningStep;
     // The gradient scale computed for a step, reused if that step is repeated after a partial
     // failure (some experts stepped and cleared their gradients, so the norm cannot be measured again).
@@ -80,6 +81,7 @@ public sealed partial class RouterGrain(
         incarnations[expert] = output.Incarnation;
     }
     private long[] routedTotals = [], droppedTotals = [];
+    private SpecializationTally specialization = new(0);
 
     private string Layer => this.GetPrimaryKeyString();
     private string CheckpointKey => CheckpointCodec.RouterKey(Layer);
@@ -163,6 +165,7 @@ public sealed partial class RouterGrain(
         experts = Enumerable.Range(0, newConfig.NumExperts).Select(e => GrainFactory.GetGrain<IMoeExpertGrain>(e, Layer)).ToArray();
         routedTotals = new long[newConfig.NumExperts];
         droppedTotals = new long[newConfig.NumExperts];
+        specialization = new SpecializationTally(newConfig.NumExperts);
         expiryTimer?.Dispose();
         var period = TimeSpan.FromTicks(Math.Max(TimeSpan.FromMilliseconds(100).Ticks, newSpec.SavedForwardTimeout.Ticks / 4));
         expiryTimer = this.RegisterGrainTimer(ExpireBatches, new GrainTimerCreationOptions(period, period) { Interleave = true });
@@ -174,6 +177,7 @@ public sealed partial class RouterGrain(
             ?? throw new InvalidOperationException($"layer \"{Layer}\" has no router checkpoint of version {target}; the store keeps only the two newest");
         var record = CheckpointCodec.Decode(bytes, CheckpointKey, target, CheckpointRecord.RouterKind, Layer, -1);
         await Install(CheckpointCodec.DecodeSpec(record));
+        controls = CheckpointCodec.DecodeControls(record);
         var r = router!; var o = optimizer!; var owner = $"the router of layer \"{Layer}\"";
         await queue.RunAsync(() =>
         {
@@ -191,6 +195,7 @@ public sealed partial class RouterGrain(
         var (s, _, r) = Ready();
         var o = optimizer!;
         var at = version;
+        var c = controls;
         return queue.RunAsync(() => new CheckpointRecord
         {
             Kind = CheckpointRecord.RouterKind,
@@ -199,6 +204,7 @@ public sealed partial class RouterGrain(
             SpecJson = CheckpointCodec.EncodeSpec(s),
             Weights = ModelState.Capture([("gate", r.GateWeight)]),
             OptimizerState = ModelState.CaptureOptimizer(o),
+            ControlsJson = CheckpointCodec.EncodeControls(c),
         });
     }
 
@@ -278,6 +284,7 @@ public sealed partial class RouterGrain(
         var placements = await Task.WhenAll(newExperts.Select(e => e.Initialize(newSpec)));
         await Install(newSpec);
         version = durableVersion = 0;
+        controls = new TrainingControls();
         await WriteCheckpoint(); // the layer exists once its router's version 0 is durable
         logger.LogInformation("Layer {Layer} created: {Experts} experts, top-{K}, on {Silos} silo(s)",
             Layer, newConfig.NumExperts, newConfig.TopK, placements.Select(p => p.Silo).Distinct().Count());
@@ -288,15 +295,16 @@ public sealed partial class RouterGrain(
         spec is not null && config is not null && router is not null ? (spec, config, router)
         : throw new InvalidOperationException($"layer \"{Layer}\" does not exist; create it first");
 
-    public async Task<LayerForwardResult> Forward(long batchId, TensorPayload x, bool train)
+    public async Task<LayerForwardResult> Forward(long batchId, TensorPayload x, bool train, TokenLabels? labels)
     {
         var (_, c, _) = Ready();
         CheckPayload(x, c.DModel, "x");
-        if (!train) return await RunForward(batchId, x, train);
+        if (labels is not null) SpecializationTally.Check(labels, x.Shape[0]);
+        if (!train) return await RunForward(batchId, x, train, labels);
         var fingerprint = Fingerprint(x, 0);
         if (forwardAnswers.TryGetValue(batchId, out var earlier) && earlier.Fingerprint == fingerprint)
             return await earlier.Answer; // a repeat whose first answer was lost on the way back
-        var answer = RunForward(batchId, x, train);
+        var answer = RunForward(batchId, x, train, labels);
         if (!answer.IsFaulted)
         {
             forwardAnswers[batchId] = (fingerprint, answer);
@@ -324,7 +332,7 @@ public sealed partial class RouterGrain(
         return hash.ToHashCode();
     }
 
-    private async Task<LayerForwardResult> RunForward(long batchId, TensorPayload x, bool train)
+    private async Task<LayerForwardResult> RunForward(long batchId, TensorPayload x, bool train, TokenLabels? labels)
     {
         var (s, c, r) = Ready();
         await EnsureReconciled();
@@ -372,6 +380,7 @@ public sealed partial class RouterGrain(
                 routedTotals[e] += routing.Stats.Routed[e];
                 droppedTotals[e] += routing.Stats.Dropped[e];
             }
+            if (labels is not null) specialization.Add(routing.Plan, routing.Stats, labels);
             var result = new LayerForwardResult(y, routing.AuxLoss, routing.LoadBalancingLoss, routing.ZLoss,
                 new RoutingSummary(routing.Stats.Tokens, routing.Stats.Capacity, routing.Stats.Routed, routing.Stats.Dropped), epoch);
             if (train)
@@ -497,22 +506,37 @@ public sealed partial class RouterGrain(
             var (s, _, r) = Ready();
             using var writing = await weights.WriteAsync();
             await MakeDurable($"step {stepId} is not applied to layer \"{Layer}\"");
+            var c = controls;
             var scale = 1.0;
             if (stepScale is { } known && known.Id == stepId) scale = known.Scale;
             else if (s.Optimizer.MaxGradNorm > 0)
             {
+                // Frozen parameters do not train, so their gradients do not count towards the norm.
                 var at = version;
-                var expertNorms = await Task.WhenAll(experts.Select((e, i) => UndeliveredRetry.Call(() => e.GradientSquaredNorm(at, IncarnationOf(i)))));
-                var gateNorm = await queue.RunAsync(() => OptimizerFactory.GradientSquaredNorm([r.GateWeight]));
+                var expertNorms = await Task.WhenAll(experts.Select((e, i) => c.IsExpertFrozen(i)
+                    ? Task.FromResult(0.0)
+                    : UndeliveredRetry.Call(() => e.GradientSquaredNorm(at, IncarnationOf(i)))));
+                var gateNorm = c.FreezeRouter ? 0 : await queue.RunAsync(() => OptimizerFactory.GradientSquaredNorm([r.GateWeight]));
                 scale = OptimizerFactory.ClipScale(s.Optimizer.MaxGradNorm, expertNorms.Sum() + gateNorm);
             }
             stepScale = (stepId, scale);
             // Experts step and, at a checkpoint step, capture their state before they answer.
-            await Task.WhenAll(experts.Select((e, i) => UndeliveredRetry.Call(() => e.Step(stepId, scale, IncarnationOf(i)))));
+            await Task.WhenAll(experts.Select((e, i) => UndeliveredRetry.Call(() => e.Step(stepId, scale, IncarnationOf(i),
+                new ExpertStepControl(c.IsExpertFrozen(i), s.Optimizer.LearningRate * c.ExpertMultiplier(i))))));
             incarnations.Clear();
             backwardAnswers.Clear();
             var o = optimizer!;
-            await queue.RunAsync(() => OptimizerFactory.Step(o, [r.GateWeight], scale));
+            var gateRate = c.RouterLearningRate ?? s.Optimizer.LearningRate;
+            await queue.RunAsync(() =>
+            {
+                if (c.FreezeRouter)
+                {
+                    ModelState.ZeroGradients([r.GateWeight]); // frozen: no update, no decay, no optimizer state advanced
+                    return;
+                }
+                OptimizerFactory.SetLearningRate(o, gateRate);
+                OptimizerFactory.Step(o, [r.GateWeight], scale);
+            });
             version = stepId;
             if (stepId % s.CheckpointEvery == 0)
             {
@@ -652,6 +676,26 @@ public sealed partial class RouterGrain(
         return version;
     }
 
+    public async Task SetTrainingControls(TrainingControls newControls)
+    {
+        var (_, c, _) = Ready();
+        TrainingControlsCheck.Validate(newControls, c.NumExperts, Layer);
+        await EnsureReconciled();
+        // The write side of the gate waits for forwards and backwards under way, and keeps new ones out.
+        using var writing = await weights.WriteAsync();
+        if (pending.Count > 0 || runningStep is not null)
+            throw new InvalidOperationException(
+                $"training controls of layer \"{Layer}\" change at a step boundary; {pending.Count} training micro-batch(es) are in flight" +
+                (runningStep is { } running ? $" and step {running.Id} is being applied" : "") + "; finish or discard them first");
+        controls = newControls;
+        logger.LogInformation("Layer {Layer} training controls from step {Step}: router {Router}, experts frozen {Frozen}, multipliers {Multipliers}",
+            Layer, version + 1, newControls.FreezeRouter ? "frozen" : $"lr {newControls.RouterLearningRate?.ToString() ?? "of the spec"}",
+            newControls.FreezeExperts ? "all" : $"[{string.Join(", ", newControls.FrozenExperts)}]",
+            string.Join(", ", newControls.ExpertLearningRateMultipliers.Select(m => $"{m.Key}: {m.Value}")));
+    }
+
+    public Task<TrainingControls> GetTrainingControls() => Task.FromResult(controls);
+
     private static TensorRecord ToRecord(string name, TensorPayload p) => new() { Name = name, DType = p.DType, Shape = p.Shape, Data = p.Data };
 
     private static TensorPayload Convert(TensorPayload p, TensorDType to)
@@ -670,6 +714,7 @@ public sealed partial class RouterGrain(
         await store.DeleteAsync(CheckpointKey);
         var r = router; var o = optimizer;
         (spec, config, router, optimizer, experts) = (null, null, null, null, []);
+        controls = new TrainingControls();
         expiryTimer?.Dispose();
         await queue.RunAsync(() => { o?.Dispose(); r?.Dispose(); });
         logger.LogInformation("Layer {Layer} deleted", Layer);
@@ -721,6 +766,19 @@ public sealed partial class RouterGrain(
             PendingBatches = pending.Count,
             ExpiredBatches = expiredBatches,
         };
+    }
+
+    public Task<SpecializationReport> GetSpecialization()
+    {
+        Ready();
+        return Task.FromResult(specialization.Report(Layer, version));
+    }
+
+    public Task ResetSpecialization()
+    {
+        var (_, c, _) = Ready();
+        specialization = new SpecializationTally(c.NumExperts);
+        return Task.CompletedTask;
     }
 
     public async Task<NamedTensor[]> GetWeights()

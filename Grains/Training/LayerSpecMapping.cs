@@ -34,6 +34,7 @@ public static class LayerSpecMapping
             JitterEpsilon = spec.JitterEpsilon,
             AuxLossWeight = spec.AuxLossWeight,
             ZLossWeight = spec.ZLossWeight,
+            ExpertDropout = spec.ExpertDropout,
             ComputeDType = TensorWire.ToScalarType(spec.ComputeDType),
         }.Validate();
     }

@@ -32,6 +32,12 @@ public static class OptimizerFactory
     public static double ClipScale(double maxNorm, double totalSquaredNorm) =>
         maxNorm <= 0 ? 1.0 : Math.Min(1.0, maxNorm / (Math.Sqrt(totalSquaredNorm) + 1e-6));
 
+    /// <summary>Sets the learning rate of every parameter group (the next step uses it).</summary>
+    public static void SetLearningRate(optim.Optimizer optimizer, double learningRate)
+    {
+        foreach (var group in optimizer.ParamGroups) group.LearningRate = learningRate;
+    }
+
     /// <summary>Multiplies every gradient by <paramref name="scale"/>, then steps and zeroes the gradients.</summary>
     public static void Step(optim.Optimizer optimizer, IEnumerable<Parameter> parameters, double scale)
     {
