@@ -2,6 +2,7 @@ using System.Net;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using MoeCluster.Hosting.Security;
 using Orleans.Configuration;
 
 namespace MoeCluster.Client;
@@ -43,7 +44,8 @@ public sealed class MoeClusterClient : IAsyncDisposable
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
         builder.Logging.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Warning)
-            .AddFilter("Orleans", LogLevel.Error); // a lost silo is reported once, by the layer that recovers from it
+            .AddFilter("Orleans", LogLevel.Error) // a lost silo is reported once, by the layer that recovers from it
+            .AddFilter("Microsoft.Extensions.Hosting", LogLevel.None); // a failed start is the exception ConnectAsync throws
         builder.UseOrleansClient(client =>
         {
             var cluster = (options.Cluster ?? "").Trim();
@@ -55,6 +57,20 @@ public sealed class MoeClusterClient : IAsyncDisposable
                 throw new ArgumentException($"cluster is '{options.Cluster}'; expected localhost or redis://host:port");
             client.Configure<ClusterOptions>(o => { o.ClusterId = options.ClusterId; o.ServiceId = options.ServiceId; });
             client.Configure<ClientMessagingOptions>(o => o.ResponseTimeout = options.ResponseTimeout);
+            if (options.TlsCertificate is not null || options.TlsAuthority is not null)
+            {
+                var authority = options.TlsAuthority is { } ca ? TlsCertificates.LoadAuthority(ca) : null;
+                if (options.TlsCertificate is { } path) client.UseTls(TlsCertificates.LoadCertificate(path), o => TlsCertificates.Configure(o, authority));
+                else client.UseTls(o => TlsCertificates.Configure(o, authority, hasCertificate: false));
+            }
+            // Orleans retries a refused first connection forever; a user wants to hear why, soon.
+            var deadline = DateTime.UtcNow + options.ConnectTimeout;
+            client.UseConnectionRetryFilter(async (_, cancel) =>
+            {
+                if (DateTime.UtcNow >= deadline) return false;
+                await Task.Delay(TimeSpan.FromMilliseconds(500), cancel);
+                return true;
+            });
             client.AddGatewayCountChangedHandler((_, e) =>
             {
                 if (e.NumberOfConnectedGateways < e.PreviousNumberOfConnectedGateways) connectionLoss.Signal();
@@ -64,6 +80,15 @@ public sealed class MoeClusterClient : IAsyncDisposable
         try
         {
             await host.StartAsync(cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            host.Dispose();
+            var cause = e;
+            while (cause.InnerException is not null) cause = cause.InnerException;
+            var why = cause == e ? e.Message : $"{e.Message.Split("  ")[0]} ({cause.Message})";
+            throw new InvalidOperationException(
+                $"cannot connect to the cluster ({options.Cluster}, id {options.ClusterId}) within {options.ConnectTimeout.TotalSeconds:0.#} s: {why}", e);
         }
         catch
         {

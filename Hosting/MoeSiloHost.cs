@@ -1,6 +1,7 @@
 using System.Net;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using MoeCluster.Hosting.Security;
 using Orleans.Configuration;
 
 namespace MoeCluster.Hosting;
@@ -21,9 +22,22 @@ public static class MoeSiloHost
             silo.Configure<ClusterOptions>(o => { o.ClusterId = options.ClusterId; o.ServiceId = options.ServiceId; });
             silo.Configure<SiloOptions>(o => o.SiloName = options.SiloName);
             silo.Configure<ClusterMembershipOptions>(FailureDetection.Configure);
+            ConfigureTls(silo, options);
             silo.AddMoeCluster(options);
         });
         return builder.Build();
+    }
+
+    private static void ConfigureTls(ISiloBuilder silo, MoeSiloOptions options)
+    {
+        if (options.TlsCertificate is null)
+        {
+            if (options.TlsAuthority is not null) throw new ArgumentException("--tls-ca needs --tls-cert: a silo that checks its peers' certificates must present its own");
+            return;
+        }
+        var certificate = TlsCertificates.LoadCertificate(options.TlsCertificate);
+        var authority = options.TlsAuthority is { } ca ? TlsCertificates.LoadAuthority(ca) : null;
+        silo.UseTls(certificate, o => TlsCertificates.Configure(o, authority));
     }
 
     private static void ConfigureClustering(ISiloBuilder silo, MoeSiloOptions options)

@@ -21,4 +21,8 @@ public sealed record MoeSiloOptions
     public string SiloName { get; init; } = $"moe-silo-{Environment.ProcessId}";
     /// <summary>Checkpoints: a directory shared by the cluster's silos (under it, one per cluster id), or <c>redis://host:port</c>.</summary>
     public string Store { get; init; } = CheckpointStoreSelection.DefaultDirectory;
+    /// <summary>TLS for silo-to-silo and client traffic: a PEM file with this silo's certificate and key (or a .pfx); null is plain TCP.</summary>
+    public string? TlsCertificate { get; init; }
+    /// <summary>With <see cref="TlsCertificate"/>: the cluster's CA (PEM); every silo and client must then present a certificate it issued.</summary>
+    public string? TlsAuthority { get; init; }
 }

@@ -21,13 +21,16 @@ public static class SiloCommand
         var threads = new Option<int>("--threads") { Description = "libtorch intra-op threads (0 = one per core)", DefaultValueFactory = _ => 0 };
         var store = new Option<string>("--store") { Description = "Checkpoints: a directory shared by the cluster's silos, or redis://host:port", DefaultValueFactory = _ => defaults.Store };
         var name = new Option<string>("--name") { Description = "Silo name in logs", DefaultValueFactory = _ => defaults.SiloName };
+        var tlsCert = new Option<string?>("--tls-cert") { Description = "TLS for silo and client traffic: PEM file with this silo's certificate and private key (or a .pfx)" };
+        var tlsCa = new Option<string?>("--tls-ca") { Description = "With --tls-cert: the cluster's CA certificate (PEM); silos and clients must present a certificate it issued" };
 
         var command = new RootCommand("Runs one MoeCluster silo: it hosts experts on its device slots until Ctrl+C.\n\n" +
             "Example (two silos on one machine, then the demo against them):\n" +
             "  ./moe silo --port 11111 --gateway-port 30000\n" +
-            "  ./moe silo --port 11112 --gateway-port 30001 --primary-port 11111")
+            "  ./moe silo --port 11112 --gateway-port 30001 --primary-port 11111\n" +
+            "With mutual TLS: ./moe silo --tls-cert silo.pem --tls-ca ca.pem")
         {
-            cluster, port, gateway, primary, devices, perDevice, overcommit, clusterId, threads, store, name,
+            cluster, port, gateway, primary, devices, perDevice, overcommit, clusterId, threads, store, name, tlsCert, tlsCa,
         };
         command.SetAction(async (parse, cancel) =>
         {
@@ -44,6 +47,8 @@ public static class SiloCommand
                 TorchThreads = parse.GetValue(threads),
                 SiloName = parse.GetValue(name)!,
                 Store = parse.GetValue(store)!,
+                TlsCertificate = parse.GetValue(tlsCert),
+                TlsAuthority = parse.GetValue(tlsCa),
             };
             try
             {

@@ -34,11 +34,23 @@ public sealed class ClusterConnection
         DefaultValueFactory = _ => new MoeClientOptions().ClusterId,
     };
 
+    public Option<string?> TlsCertificate { get; } = new("--tls-cert")
+    {
+        Description = "For a cluster with TLS: PEM file with this client's certificate and private key (or a .pfx)",
+    };
+
+    public Option<string?> TlsAuthority { get; } = new("--tls-ca")
+    {
+        Description = "For a cluster with TLS: the cluster's CA certificate (PEM)",
+    };
+
     public void AddTo(Command command)
     {
         command.Options.Add(Cluster);
         command.Options.Add(GatewayPorts);
         command.Options.Add(ClusterId);
+        command.Options.Add(TlsCertificate);
+        command.Options.Add(TlsAuthority);
     }
 
     public MoeClientOptions Options(ParseResult parse) => new()
@@ -46,5 +58,7 @@ public sealed class ClusterConnection
         Cluster = parse.GetValue(Cluster)!,
         GatewayPorts = parse.GetValue(GatewayPorts)!,
         ClusterId = parse.GetValue(ClusterId)!,
+        TlsCertificate = parse.GetValue(TlsCertificate),
+        TlsAuthority = parse.GetValue(TlsAuthority),
     };
 }
