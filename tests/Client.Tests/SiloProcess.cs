@@ -74,6 +74,13 @@ public sealed class SiloProcess : IAsyncDisposable
         return ports;
     }
 
+    /// <summary>The process's resident memory (VmRSS), in bytes.</summary>
+    public long ResidentBytes()
+    {
+        var line = File.ReadLines($"/proc/{process.Id}/status").First(l => l.StartsWith("VmRSS:"));
+        return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+    }
+
     /// <summary>SIGTERM, as a service manager stops a silo, and waits for the process to end.</summary>
     public async Task StopGracefullyAsync()
     {
