@@ -338,13 +338,13 @@ public sealed partial class RouterGrain(
         await EnsureReconciled();
         if (train && !pending.TryAdd(batchId, null))
             throw new InvalidOperationException($"batch {batchId} is already in flight on layer \"{Layer}\"; run its backward (or discard it) before reusing the id");
-        var at = version;
         RouterForward? routing = null;
         Tensor?[] outputs = new Tensor?[c.NumExperts];
         var sent = new List<int>();
         try
         {
             using var reading = await weights.ReadAsync();
+            var at = version; // read inside the gate: a step under way has moved its experts on already
             var noiseSeed = LayerSeeds.Jitter(s.Seed, Layer, batchId);
             (routing, var inputs) = await queue.RunAsync(() =>
             {
@@ -439,10 +439,10 @@ public sealed partial class RouterGrain(
             throw new ArgumentException($"∂L/∂aux is {auxGrad}; expected a finite number");
         pending.Remove(batchId);
         forwardAnswers.Remove(batchId);
-        var at = version;
         try
         {
             using var reading = await weights.ReadAsync();
+            var at = version; // inside the gate, as in RunForward
             var plan = batch.Routing.Plan;
             var grads = await queue.RunAsync(() =>
             {
