@@ -13,3 +13,14 @@ public sealed class ExpertStateLostException : Exception
 {
     public ExpertStateLostException(string message) : base(message) { }
 }
+
+/// <summary>
+/// The layer holds as many training micro-batches awaiting their backward as it may
+/// (<see cref="LayerSpec.MaxPendingBatches"/>): run backwards (or discard) before more forwards.
+/// Nothing changed in the cluster; the call may be repeated once batches have drained.
+/// </summary>
+[GenerateSerializer]
+public sealed class LayerOverloadedException : Exception
+{
+    public LayerOverloadedException(string message) : base(message) { }
+}

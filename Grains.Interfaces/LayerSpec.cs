@@ -51,4 +51,10 @@ public sealed record LayerSpec
     /// when they could not be written). True: a step returns only once its checkpoints are durable.
     /// </summary>
     [Id(21)] public bool CheckpointBeforeStepReturns { get; init; }
+    /// <summary>
+    /// Back-pressure: the most training micro-batches the layer holds between forward and backward
+    /// (each keeps its routing, its experts' outputs and the experts' saved forwards). One more
+    /// forward is refused with <see cref="LayerOverloadedException"/> instead of growing without bound.
+    /// </summary>
+    [Id(22)] public int MaxPendingBatches { get; init; } = 256;
 }

@@ -336,6 +336,10 @@ public sealed partial class RouterGrain(
     {
         var (s, c, r) = Ready();
         await EnsureReconciled();
+        if (train && pending.Count >= s.MaxPendingBatches && !pending.ContainsKey(batchId))
+            throw new LayerOverloadedException(
+                $"layer \"{Layer}\" holds {pending.Count} training micro-batches awaiting their backward, its limit (LayerSpec.MaxPendingBatches = {s.MaxPendingBatches}); " +
+                "run their backward or discard them before more forwards");
         if (train && !pending.TryAdd(batchId, null))
             throw new InvalidOperationException($"batch {batchId} is already in flight on layer \"{Layer}\"; run its backward (or discard it) before reusing the id");
         RouterForward? routing = null;

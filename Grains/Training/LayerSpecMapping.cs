@@ -16,6 +16,8 @@ public static class LayerSpecMapping
             throw new ArgumentException($"wire dtype {(int)spec.WireDType} is not supported; expected F32, BF16 or F16");
         if (spec.SavedForwardTimeout <= TimeSpan.Zero)
             throw new ArgumentException($"saved-forward timeout is {spec.SavedForwardTimeout}; expected a positive time");
+        if (spec.MaxPendingBatches < 1)
+            throw new ArgumentException($"pending micro-batch limit is {spec.MaxPendingBatches}; expected ≥ 1");
         if (spec.CheckpointEvery < 1)
             throw new ArgumentException($"checkpoint interval is {spec.CheckpointEvery}; expected ≥ 1 (steps between checkpoints)");
         ValidateOptimizer(spec.Optimizer ?? throw new ArgumentException("optimizer is null; expected an OptimizerSpec"));

@@ -87,4 +87,27 @@ public class LayerErrorTests(SharedClusterFixture fixture)
         await Assert.ThrowsAsync<InvalidOperationException>(() => layer.BackwardAsync(7, dy));
         Assert.Equal(1, await layer.StepAsync()); // nothing pending blocks the step any more
     }
+
+    [Fact]
+    public async Task Forwards_beyond_the_pending_limit_are_refused_until_backwards_drain_them()
+    {
+        var layer = await fixture.Client.CreateLayerAsync("backpressure", Spec with { MaxPendingBatches = 3 });
+        using var x = ones(4, 6);
+        using var dy = ones(4, 6);
+        var forwards = new List<RemoteLayerForward>();
+        for (int i = 0; i < 3; i++) forwards.Add(await layer.ForwardAsync(x));
+        var refused = await Assert.ThrowsAsync<LayerOverloadedException>(() => layer.ForwardAsync(x));
+        Assert.Equal("layer \"backpressure\" holds 3 training micro-batches awaiting their backward, its limit (LayerSpec.MaxPendingBatches = 3); " +
+            "run their backward or discard them before more forwards", refused.Message);
+        using (var inference = await layer.ForwardAsync(x, train: false)) { } // inference keeps nothing: never refused
+        Assert.Equal(3, (await layer.GetStatsAsync()).PendingBatches); // the refusal changed nothing
+
+        using (await layer.BackwardAsync(forwards[0].BatchId, dy)) { }
+        forwards.Add(await layer.ForwardAsync(x)); // room again
+        foreach (var f in forwards.Skip(1)) using (await layer.BackwardAsync(f.BatchId, dy)) { }
+        Assert.Equal(1, await layer.StepAsync());
+        foreach (var f in forwards) f.Dispose();
+        var bad = await Assert.ThrowsAsync<ArgumentException>(() => fixture.Client.CreateLayerAsync("no-room", Spec with { MaxPendingBatches = 0 }));
+        Assert.Equal("pending micro-batch limit is 0; expected ≥ 1", bad.Message);
+    }
 }
