@@ -1,128 +1,92 @@
-using System.Diagnostics;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Hosting;
 using MoeCluster.Client;
-using MoeCluster.Grains.Numerics;
-using MoeCluster.Grains.Training;
-using MoeCluster.Hosting;
+using MoeCluster.Grains.Compute;
 using Spectre.Console;
-using TorchSharp;
 using static TorchSharp.torch;
 
 namespace MoeCluster.Bench;
 
 /// <summary>
-/// The layer forward+backward through one in-process silo (SDK over the co-hosted client) against
-/// the reference layer in the same process, and the p50 of a 16-token inference forward.
-/// Medians after warm-up; every row of one run shares the machine's state.
+/// The layer timed side by side in one run: (a) the reference layer in this process, (b) the
+/// cluster with one in-process silo, (c) the cluster with two silo processes on loopback, each
+/// configuration as an inference forward and as forward+backward+step, against libtorch's GEMM
+/// rate measured in the same run. The setups run one after another per configuration, so that
+/// the ratios compare times taken close together on a machine whose load drifts.
 /// </summary>
 public static class ClusterBenchmark
 {
-    public sealed record Row(string Config, string Mode, double MedianMs, double TokensPerSecond, double? RatioToReference);
+    public const string Forward = "forward";
+    public const string Train = "fwd+bwd+step";
 
-    public static async Task<IReadOnlyList<Row>> RunAsync(bool quick, int repeats, CancellationToken cancellationToken)
+    public static async Task<(double GemmGflops, List<BenchRow> Rows, Dictionary<string, double> SiloPeakMiB)> RunAsync(
+        bool quick, int? repeats, CancellationToken cancellationToken)
     {
-        var tokens = quick ? 1024 : 4096;
-        repeats = quick ? Math.Min(repeats, 3) : repeats;
-        var spec = new LayerSpec { DModel = 512, DFF = 2048, NumExperts = 8, TopK = 2, Seed = 1 };
-        var config = $"T={tokens} d=512 d_ff=2048 E=8 k=2 f32";
-        var rows = new List<Row>();
+        var cores = Environment.ProcessorCount;
+        using var queue = new ComputeQueue("bench-reference", cores);
+        AnsiConsole.MarkupLine("[grey]measuring libtorch's float32 GEMM rate…[/]");
+        var gemm = await GemmRate.MeasureGflopsAsync(queue, quick ? 1024 : 2048, quick ? 5 : 9);
+        var configs = BenchConfig.All(quick);
+        var slots = configs.Max(c => c.Spec.NumExperts);
 
-        var siloPort = FreePort();
-        using var host = MoeSiloHost.Build(new MoeSiloOptions
+        AnsiConsole.MarkupLine("[grey]starting one in-process silo and two silo processes…[/]");
+        await using var inProcess = await InProcessSilo.StartAsync(slots, cores, cancellationToken);
+        await using var processes = await SiloProcesses.StartAsync(2, slots, SiloProcessThreads(cores));
+        await using var remote = await processes.ConnectAsync();
+
+        var rows = new List<BenchRow>();
+        var referenceMs = new Dictionary<(int, LayerSpec, string), double>();
+        for (int i = 0; i < configs.Count; i++)
         {
-            SiloPort = siloPort, PrimarySiloPort = siloPort, GatewayPort = FreePort(), Devices = "cpu", ExpertsPerDevice = 16,
-            ClusterId = $"moe-bench-{Environment.ProcessId}",
-        }, logging: _ => { });
-        await host.StartAsync(cancellationToken);
-        var client = MoeClusterClient.FromClusterClient(host.Services.GetRequiredService<IClusterClient>());
-        var layer = await client.CreateLayerAsync("bench", spec);
+            cancellationToken.ThrowIfCancellationRequested();
+            var config = configs[i] with { Repeats = repeats ?? configs[i].Repeats };
+            using var generator = new Generator(7);
+            using var x = randn(config.Tokens, config.Spec.DModel, generator: generator);
+            using var dy = randn(config.Tokens, config.Spec.DModel, generator: generator);
+            var referenceKey = config.Spec with { WireDType = TensorDType.F32 };
 
-        using var reference = new ReferenceMoeLayer(LayerSpecMapping.ToConfig(spec), spec.Seed, "bench");
-        using var generator = new Generator(7);
-        using var x = randn(tokens, spec.DModel, generator: generator);
-        using var dy = randn(tokens, spec.DModel, generator: generator);
-
-        var refMs = await Median(repeats, warmup: 2, () =>
-        {
-            using var scope = NewDisposeScope();
-            var input = x.detach().requires_grad_(true);
-            var output = reference.Forward(input, train: true);
-            output.Y.mul(dy).sum().add(output.Aux).backward();
-            reference.zero_grad();
-            return Task.CompletedTask;
-        });
-        rows.Add(new Row(config, "reference fwd+bwd", refMs, tokens / (refMs / 1000), null));
-
-        long batch = 0;
-        var clusterMs = await Median(repeats, warmup: 2, async () =>
-        {
-            var id = ++batch;
-            using var forward = await layer.ForwardAsync(x, batchId: id);
-            using var dx = await layer.BackwardAsync(id, dy);
-        });
-        rows.Add(new Row(config, "1 in-process silo fwd+bwd", clusterMs, tokens / (clusterMs / 1000), clusterMs / refMs));
-
-        // A 16-token batch is memory-bound: its 32 assignments touch nearly every expert, and each
-        // expert's weights (8 MB here) are read for a handful of rows. The reference row is that floor.
-        using var small = randn(16, spec.DModel, generator: generator);
-        var smallConfig = "T=16 d=512 d_ff=2048 E=8 k=2 f32";
-        var referenceP50 = await Percentile50(quick ? 50 : 300, () =>
-        {
-            using var scope = NewDisposeScope();
-            using var noGrad = no_grad();
-            reference.Forward(small, train: false);
-            return Task.CompletedTask;
-        });
-        rows.Add(new Row(smallConfig, "reference fwd p50", referenceP50, 16 / (referenceP50 / 1000), null));
-        var clusterP50 = await Percentile50(quick ? 50 : 300, async () =>
-        {
-            using var forward = await layer.ForwardAsync(small, train: false);
-        });
-        rows.Add(new Row(smallConfig, "1 in-process silo fwd p50", clusterP50, 16 / (clusterP50 / 1000), clusterP50 / referenceP50));
-
-        var table = new Table().AddColumns("config", "mode", "median ms", "tokens/s", "ratio to reference");
-        foreach (var r in rows)
-            table.AddRow(r.Config, r.Mode, $"{r.MedianMs:F2}", $"{r.TokensPerSecond:N0}", r.RatioToReference is { } ratio ? $"{ratio:F3}" : "");
-        AnsiConsole.Write(table);
-        AnsiConsole.WriteLine($"machine: {Environment.ProcessorCount} cores, libtorch threads {torch.get_num_threads()}, {repeats} repeats after warm-up");
-        await host.StopAsync(cancellationToken);
-        return rows;
-    }
-
-    private static async Task<double> Median(int repeats, int warmup, Func<Task> work)
-    {
-        for (int i = 0; i < warmup; i++) await work();
-        var times = new List<double>();
-        for (int i = 0; i < repeats; i++)
-        {
-            var watch = Stopwatch.StartNew();
-            await work();
-            times.Add(watch.Elapsed.TotalMilliseconds);
+            // The reference has no wire: its rows for a BF16-wire configuration are the F32 ones.
+            if (config.Spec.WireDType == TensorDType.F32)
+            {
+                AnsiConsole.MarkupLine($"[grey]{Markup.Escape(config.Label)}: (a) reference…[/]");
+                await using var reference = await ReferenceLayerUnderTest.CreateAsync(config.Spec, queue);
+                foreach (var mode in new[] { Forward, Train })
+                {
+                    var row = await Measure(config, "a", "(a) reference", mode, reference, x, dy, gemm, null);
+                    referenceMs[(config.Tokens, referenceKey, mode)] = row.MedianMs;
+                    rows.Add(row);
+                }
+            }
+            foreach (var (setup, name, client) in new[] { ("b", "(b) 1 in-process silo", inProcess.Client), ("c", "(c) 2 silo processes", remote) })
+            {
+                AnsiConsole.MarkupLine($"[grey]{Markup.Escape(config.Label)}: {name}…[/]");
+                await using var layer = await ClusterLayerUnderTest.CreateAsync(client, $"bench-{i}-{setup}", config.Spec);
+                foreach (var mode in new[] { Forward, Train })
+                {
+                    referenceMs.TryGetValue((config.Tokens, referenceKey, mode), out var floor);
+                    rows.Add(await Measure(config, setup, name, mode, layer, x, dy, gemm, floor > 0 ? floor : null));
+                }
+            }
         }
-        times.Sort();
-        return times[times.Count / 2];
+        var siloPeaks = processes.ProcessIds.Select((pid, i) => ($"(c) silo process {i + 1}", PeakMemory.MiB(pid)))
+            .ToDictionary(p => p.Item1, p => p.Item2);
+        return (gemm, rows, siloPeaks);
     }
 
-    private static async Task<double> Percentile50(int iterations, Func<Task> work)
-    {
-        var latencies = new List<double>();
-        for (int i = 0; i < iterations; i++)
-        {
-            var watch = Stopwatch.StartNew();
-            await work();
-            if (i >= 10) latencies.Add(watch.Elapsed.TotalMilliseconds); // the first ten warm up
-        }
-        latencies.Sort();
-        return latencies[latencies.Count / 2];
-    }
+    /// <summary>
+    /// libtorch threads per silo process: the cores shared between the two, so that experts on
+    /// both silos computing at once do not run twice as many threads as there are cores.
+    /// </summary>
+    public static int SiloProcessThreads(int cores) => Math.Max(1, cores / 2);
 
-    private static int FreePort()
+    private static async Task<BenchRow> Measure(BenchConfig config, string setup, string name, string mode, ILayerUnderTest layer,
+        Tensor x, Tensor dy, double gemmGflops, double? referenceMs)
     {
-        var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
-        listener.Start();
-        var port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
-        return port;
+        var warmup = config.Tokens <= 64 ? 10 : 2;
+        var (ms, routed) = mode == Forward
+            ? await Timing.MedianAsync(warmup, config.Repeats, () => layer.ForwardAsync(x))
+            : await Timing.MedianAsync(warmup, config.Repeats, () => layer.TrainStepAsync(x, dy));
+        var flops = mode == Forward ? config.ForwardFlops(routed) : config.TrainFlops(routed);
+        var seconds = ms / 1000;
+        return new BenchRow(config.Label, setup, $"{name}, {mode}", ms, config.Tokens / seconds,
+            referenceMs is { } floor ? ms / floor : null, flops / seconds / (gemmGflops * 1e9));
     }
 }

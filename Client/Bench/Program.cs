@@ -1,18 +1,43 @@
 using System.CommandLine;
 using MoeCluster.Bench;
 
-var quick = new Option<bool>("--quick") { Description = "Fewer repeats and a smaller standard batch, for a smoke run in under a minute" };
-var repeats = new Option<int>("--repeats") { Description = "Timed repeats per row (after warm-up)", DefaultValueFactory = _ => 7 };
+var quick = new Option<bool>("--quick") { Description = "Smaller batches and fewer repeats: every row, in under a minute" };
+var repeats = new Option<int?>("--repeats") { Description = "Timed repeats per row after warm-up (default 7; 200 for the 16-token rows; --quick 2 and 20)" };
+var json = new Option<string?>("--json") { Description = "Also write the rows, the GEMM rate and the peak memory to this JSON file" };
 var redis = new Option<string?>("--redis") { Description = "Also time the Redis checkpoint store at host:port" };
-var root = new RootCommand("Times the MoE layer through an in-process cluster against the reference layer in the same run.\n\n" +
-    "Example: ./moe bench")
+var probe = new Option<string?>("--memory-probe") { Hidden = true, Description = "Internal: run one memory probe (reference or silo) and print its peak RSS" };
+var probeTokens = new Option<int>("--probe-tokens") { Hidden = true, DefaultValueFactory = _ => 4096 };
+var probeIterations = new Option<int>("--probe-iterations") { Hidden = true, DefaultValueFactory = _ => 3 };
+var root = new RootCommand("Times the MoE layer in one run: (a) the reference layer in this process, (b) the cluster with one " +
+    "in-process silo, (c) the cluster with two silo processes on loopback, against libtorch's float32 GEMM rate; then the checkpoint stores.\n\n" +
+    "Example: ./moe bench --json bench.json")
 {
-    quick, repeats, redis,
+    quick, repeats, json, redis, probe, probeTokens, probeIterations,
 };
 root.SetAction(async (parse, cancel) =>
 {
-    await ClusterBenchmark.RunAsync(parse.GetValue(quick), parse.GetValue(repeats), cancel);
-    await CheckpointBenchmark.RunAsync(parse.GetValue(quick), parse.GetValue(redis));
+    if (parse.GetValue(probe) is { } kind)
+        return await MemoryProbe.RunAsync(kind, parse.GetValue(probeTokens), parse.GetValue(probeIterations), cancel);
+    var isQuick = parse.GetValue(quick);
+    if (parse.GetValue(repeats) is { } r && r < 1)
+    {
+        Console.Error.WriteLine($"moe-bench: --repeats is {r}; expected ≥ 1");
+        return 2;
+    }
+    var (gemm, rows, siloPeaks) = await ClusterBenchmark.RunAsync(isQuick, parse.GetValue(repeats), cancel);
+    var standard = BenchConfig.All(isQuick)[0];
+    var iterations = isQuick ? 2 : 3;
+    var memory = new Dictionary<string, double>
+    {
+        ["(a) reference process"] = await MemoryProbe.MeasureAsync(MemoryProbe.Reference, standard.Tokens, iterations, cancel),
+        ["(b) silo process (with its client)"] = await MemoryProbe.MeasureAsync(MemoryProbe.Silo, standard.Tokens, iterations, cancel),
+    };
+    foreach (var (name, mib) in siloPeaks) memory[name] = mib;
+    var report = new BenchReport(gemm, rows, memory,
+        $"{Environment.ProcessorCount} cores, {Environment.OSVersion}, .NET {Environment.Version}, libtorch threads {TorchSharp.torch.get_num_threads()}");
+    BenchOutput.WriteTable(report);
+    if (parse.GetValue(json) is { } path) await BenchOutput.WriteJsonAsync(path, report);
+    await CheckpointBenchmark.RunAsync(isQuick, parse.GetValue(redis));
     return 0;
 });
 return await root.Parse(args).InvokeAsync();
