@@ -1,9 +1,13 @@
 namespace MoeCluster.Bench;
 
 /// <summary>One layer shape and batch size that the benchmark times, and the arithmetic it costs.</summary>
-public sealed record BenchConfig(string Name, int Tokens, LayerSpec Spec, int Repeats)
+public sealed record BenchConfig(string Name, int Tokens, LayerSpec Spec, int ForwardRepeats, int TrainRepeats)
 {
-    public string Label => $"{Name} (T={Tokens} d={Spec.DModel} d_ff={Spec.DFF} E={Spec.NumExperts} k={Spec.TopK}, {Spec.WireDType} wire)";
+    /// <summary>The table's config column: the name and the batch.</summary>
+    public string Label => $"{Name} T={Tokens}";
+
+    /// <summary>The layer's shape, for the legend under the table.</summary>
+    public string Shape => $"d={Spec.DModel} d_ff={Spec.DFF} E={Spec.NumExperts} k={Spec.TopK}, {Spec.WireDType} wire";
 
     /// <summary>
     /// Floating-point operations of one forward, counted as GEMMs only (2·m·n·k each):
@@ -32,10 +36,12 @@ public sealed record BenchConfig(string Name, int Tokens, LayerSpec Spec, int Re
         var many = new LayerSpec { DModel = 128, DFF = 256, NumExperts = 256, TopK = 2, Seed = 1, CheckpointEvery = NoCheckpoints };
         return
         [
-            new("standard f32", quick ? 1024 : 4096, standard, quick ? 2 : 7),
-            new("standard bf16 wire", quick ? 1024 : 4096, standard with { WireDType = TensorDType.BF16 }, quick ? 2 : 7),
-            new("small batch", 16, standard, quick ? 20 : 200),
-            new("many experts", quick ? 2048 : 8192, many, quick ? 2 : 7),
+            new("standard f32", quick ? 1024 : 4096, standard, quick ? 2 : 7, quick ? 2 : 7),
+            new("standard bf16 wire", quick ? 1024 : 4096, standard with { WireDType = TensorDType.BF16 }, quick ? 2 : 7, quick ? 2 : 7),
+            // A 16-token forward is a latency: many samples for its p50. Its step (AdamW over all
+            // of the layer's weights) costs as much as the standard batch's, so as many repeats.
+            new("small batch", 16, standard, quick ? 20 : 200, quick ? 2 : 7),
+            new("many experts", quick ? 1024 : 8192, many, quick ? 2 : 7, quick ? 2 : 7),
         ];
     }
 }

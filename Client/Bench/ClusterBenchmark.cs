@@ -9,8 +9,9 @@ namespace MoeCluster.Bench;
 /// The layer timed side by side in one run: (a) the reference layer in this process, (b) the
 /// cluster with one in-process silo, (c) the cluster with two silo processes on loopback, each
 /// configuration as an inference forward and as forward+backward+step, against libtorch's GEMM
-/// rate measured in the same run. The setups run one after another per configuration, so that
-/// the ratios compare times taken close together on a machine whose load drifts.
+/// rate measured in the same run (at its start and its end; the higher is the limit). The setups
+/// are timed in turn, repeat by repeat, so that the ratios compare times taken close together on
+/// a machine whose load drifts.
 /// </summary>
 public static class ClusterBenchmark
 {
@@ -22,54 +23,70 @@ public static class ClusterBenchmark
     {
         var cores = Environment.ProcessorCount;
         using var queue = new ComputeQueue("bench-reference", cores);
-        AnsiConsole.MarkupLine("[grey]measuring libtorch's float32 GEMM rate…[/]");
+        Progress("libtorch's float32 GEMM rate");
         var gemm = await GemmRate.MeasureGflopsAsync(queue, quick ? 1024 : 2048, quick ? 5 : 9);
+        var firstGemm = gemm;
         var configs = BenchConfig.All(quick);
         var slots = configs.Max(c => c.Spec.NumExperts);
 
-        AnsiConsole.MarkupLine("[grey]starting one in-process silo and two silo processes…[/]");
+        Progress("starting one in-process silo and two silo processes");
         await using var inProcess = await InProcessSilo.StartAsync(slots, cores, cancellationToken);
         await using var processes = await SiloProcesses.StartAsync(2, slots, SiloProcessThreads(cores));
         await using var remote = await processes.ConnectAsync();
 
         var rows = new List<BenchRow>();
-        var referenceMs = new Dictionary<(int, LayerSpec, string), double>();
+        var referenceMs = new Dictionary<(int, int, int, int, string), double>();
         for (int i = 0; i < configs.Count; i++)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            var config = configs[i] with { Repeats = repeats ?? configs[i].Repeats };
+            var config = repeats is { } r ? configs[i] with { ForwardRepeats = r, TrainRepeats = r } : configs[i];
             using var generator = new Generator(7);
             using var x = randn(config.Tokens, config.Spec.DModel, generator: generator);
             using var dy = randn(config.Tokens, config.Spec.DModel, generator: generator);
-            var referenceKey = config.Spec with { WireDType = TensorDType.F32 };
 
-            // The reference has no wire: its rows for a BF16-wire configuration are the F32 ones.
-            if (config.Spec.WireDType == TensorDType.F32)
+            Progress($"{config.Label}: creating the layer in (a), (b) and (c)");
+            var setups = new List<Setup>();
+            try
             {
-                AnsiConsole.MarkupLine($"[grey]{Markup.Escape(config.Label)}: (a) reference…[/]");
-                await using var reference = await ReferenceLayerUnderTest.CreateAsync(config.Spec, queue);
+                // The reference has no wire: a BF16-wire configuration is compared with the F32 one's (a).
+                if (config.Spec.WireDType == TensorDType.F32)
+                    setups.Add(new Setup("a", "(a) reference", await ReferenceLayerUnderTest.CreateAsync(config.Spec, queue)));
+                setups.Add(new Setup("b", "(b) 1 in-process silo", await ClusterLayerUnderTest.CreateAsync(inProcess.Client, $"bench-{i}-b", config.Spec)));
+                setups.Add(new Setup("c", "(c) 2 silo processes", await ClusterLayerUnderTest.CreateAsync(remote, $"bench-{i}-c", config.Spec)));
                 foreach (var mode in new[] { Forward, Train })
                 {
-                    var row = await Measure(config, "a", "(a) reference", mode, reference, x, dy, gemm, null);
-                    referenceMs[(config.Tokens, referenceKey, mode)] = row.MedianMs;
-                    rows.Add(row);
+                    Progress($"{config.Label}: {mode}, {Repeats(config, mode)} repeats of each setup in turn");
+                    var measured = await MeasureInTurn(config, mode, setups, x, dy);
+                    foreach (var reference in measured.Where(m => m.Setup.Id == "a"))
+                        referenceMs[(config.Tokens, config.Spec.DModel, config.Spec.DFF, config.Spec.NumExperts, mode)] = reference.MedianMs;
+                    referenceMs.TryGetValue((config.Tokens, config.Spec.DModel, config.Spec.DFF, config.Spec.NumExperts, mode), out var floor);
+                    foreach (var (setup, ms, routed) in measured)
+                    {
+                        var flops = mode == Forward ? config.ForwardFlops(routed) : config.TrainFlops(routed);
+                        var seconds = ms / 1000;
+                        rows.Add(new BenchRow(config.Label, setup.Id, $"{setup.Name} · {mode}", ms, config.Tokens / seconds,
+                            setup.Id != "a" && floor > 0 ? ms / floor : null, flops / seconds / (gemm * 1e9)));
+                    }
                 }
             }
-            foreach (var (setup, name, client) in new[] { ("b", "(b) 1 in-process silo", inProcess.Client), ("c", "(c) 2 silo processes", remote) })
+            finally
             {
-                AnsiConsole.MarkupLine($"[grey]{Markup.Escape(config.Label)}: {name}…[/]");
-                await using var layer = await ClusterLayerUnderTest.CreateAsync(client, $"bench-{i}-{setup}", config.Spec);
-                foreach (var mode in new[] { Forward, Train })
-                {
-                    referenceMs.TryGetValue((config.Tokens, referenceKey, mode), out var floor);
-                    rows.Add(await Measure(config, setup, name, mode, layer, x, dy, gemm, floor > 0 ? floor : null));
-                }
+                foreach (var s in setups) await s.Layer.DisposeAsync();
             }
         }
+        Progress("libtorch's float32 GEMM rate again");
+        gemm = Math.Max(gemm, await GemmRate.MeasureGflopsAsync(queue, quick ? 1024 : 2048, quick ? 5 : 9));
+        foreach (var row in rows.ToList())
+            rows[rows.IndexOf(row)] = row with { GemmShare = row.GemmShare * firstGemm / gemm };
         var siloPeaks = processes.ProcessIds.Select((pid, i) => ($"(c) silo process {i + 1}", PeakMemory.MiB(pid)))
             .ToDictionary(p => p.Item1, p => p.Item2);
         return (gemm, rows, siloPeaks);
     }
+
+    private static readonly System.Diagnostics.Stopwatch Clock = System.Diagnostics.Stopwatch.StartNew();
+
+    /// <summary>A grey line per phase with the seconds since the start, so a slow phase shows.</summary>
+    public static void Progress(string phase) => AnsiConsole.MarkupLine($"[grey]{Clock.Elapsed.TotalSeconds,6:F1} s  {Markup.Escape(phase)}…[/]");
 
     /// <summary>
     /// libtorch threads per silo process: the cores shared between the two, so that experts on
@@ -77,16 +94,37 @@ public static class ClusterBenchmark
     /// </summary>
     public static int SiloProcessThreads(int cores) => Math.Max(1, cores / 2);
 
-    private static async Task<BenchRow> Measure(BenchConfig config, string setup, string name, string mode, ILayerUnderTest layer,
-        Tensor x, Tensor dy, double gemmGflops, double? referenceMs)
+    private sealed record Setup(string Id, string Name, ILayerUnderTest Layer);
+
+    /// <summary>
+    /// Times the setups in turn (a, b, c, a, b, c, …) rather than one after another, so that a
+    /// change in the machine's load while they run falls on all of them alike. Medians per setup.
+    /// </summary>
+    private static async Task<List<(Setup Setup, double MedianMs, long Routed)>> MeasureInTurn(
+        BenchConfig config, string mode, List<Setup> setups, Tensor x, Tensor dy)
     {
-        var warmup = config.Tokens <= 64 ? 10 : 2;
-        var (ms, routed) = mode == Forward
-            ? await Timing.MedianAsync(warmup, config.Repeats, () => layer.ForwardAsync(x))
-            : await Timing.MedianAsync(warmup, config.Repeats, () => layer.TrainStepAsync(x, dy));
-        var flops = mode == Forward ? config.ForwardFlops(routed) : config.TrainFlops(routed);
-        var seconds = ms / 1000;
-        return new BenchRow(config.Label, setup, $"{name}, {mode}", ms, config.Tokens / seconds,
-            referenceMs is { } floor ? ms / floor : null, flops / seconds / (gemmGflops * 1e9));
+        Func<Task<long>> Work(Setup s) => mode == Forward ? () => s.Layer.ForwardAsync(x) : () => s.Layer.TrainStepAsync(x, dy);
+        var repeats = Repeats(config, mode);
+        var warmup = repeats >= 20 ? 10 : repeats <= 3 ? 1 : 2;
+        var routed = new long[setups.Count];
+        for (int w = 0; w < warmup; w++)
+            for (int j = 0; j < setups.Count; j++) routed[j] = await Work(setups[j])();
+        var samples = setups.Select(_ => new List<double>()).ToArray();
+        for (int r = 0; r < repeats; r++)
+            for (int j = 0; j < setups.Count; j++)
+            {
+                var watch = System.Diagnostics.Stopwatch.StartNew();
+                routed[j] = await Work(setups[j])();
+                samples[j].Add(watch.Elapsed.TotalMilliseconds);
+            }
+        return setups.Select((s, j) => (s, Median(samples[j]), routed[j])).ToList();
+    }
+
+    private static int Repeats(BenchConfig config, string mode) => mode == Forward ? config.ForwardRepeats : config.TrainRepeats;
+
+    private static double Median(List<double> values)
+    {
+        values.Sort();
+        return values[values.Count / 2];
     }
 }

@@ -2,7 +2,7 @@ using System.CommandLine;
 using MoeCluster.Bench;
 
 var quick = new Option<bool>("--quick") { Description = "Smaller batches and fewer repeats: every row, in under a minute" };
-var repeats = new Option<int?>("--repeats") { Description = "Timed repeats per row after warm-up (default 7; 200 for the 16-token rows; --quick 2 and 20)" };
+var repeats = new Option<int?>("--repeats") { Description = "Timed repeats per row after warm-up (default 7; 200 for the 16-token forward; --quick 2 and 20)" };
 var json = new Option<string?>("--json") { Description = "Also write the rows, the GEMM rate and the peak memory to this JSON file" };
 var redis = new Option<string?>("--redis") { Description = "Also time the Redis checkpoint store at host:port" };
 var probe = new Option<string?>("--memory-probe") { Hidden = true, Description = "Internal: run one memory probe (reference or silo) and print its peak RSS" };
@@ -16,6 +16,8 @@ var root = new RootCommand("Times the MoE layer in one run: (a) the reference la
 };
 root.SetAction(async (parse, cancel) =>
 {
+    // Redirected output has no terminal width; 80 columns would wrap every row of the table.
+    if (Console.IsOutputRedirected) Spectre.Console.AnsiConsole.Profile.Width = 150;
     if (parse.GetValue(probe) is { } kind)
         return await MemoryProbe.RunAsync(kind, parse.GetValue(probeTokens), parse.GetValue(probeIterations), cancel);
     var isQuick = parse.GetValue(quick);
@@ -25,17 +27,19 @@ root.SetAction(async (parse, cancel) =>
         return 2;
     }
     var (gemm, rows, siloPeaks) = await ClusterBenchmark.RunAsync(isQuick, parse.GetValue(repeats), cancel);
-    var standard = BenchConfig.All(isQuick)[0];
-    var iterations = isQuick ? 2 : 3;
-    var memory = new Dictionary<string, double>
+    var configs = BenchConfig.All(isQuick);
+    var memory = new Dictionary<string, double>();
+    // Two more processes, each loading libtorch and training a few steps: left out of the quick run.
+    if (!isQuick)
     {
-        ["(a) reference process"] = await MemoryProbe.MeasureAsync(MemoryProbe.Reference, standard.Tokens, iterations, cancel),
-        ["(b) silo process (with its client)"] = await MemoryProbe.MeasureAsync(MemoryProbe.Silo, standard.Tokens, iterations, cancel),
-    };
+        ClusterBenchmark.Progress("peak memory of (a) and (b), each in a process of its own");
+        memory["(a) reference process"] = await MemoryProbe.MeasureAsync(MemoryProbe.Reference, configs[0].Tokens, 3, cancel);
+        memory["(b) silo process (with its client)"] = await MemoryProbe.MeasureAsync(MemoryProbe.Silo, configs[0].Tokens, 3, cancel);
+    }
     foreach (var (name, mib) in siloPeaks) memory[name] = mib;
     var report = new BenchReport(gemm, rows, memory,
         $"{Environment.ProcessorCount} cores, {Environment.OSVersion}, .NET {Environment.Version}, libtorch threads {TorchSharp.torch.get_num_threads()}");
-    BenchOutput.WriteTable(report);
+    BenchOutput.WriteTable(report, configs);
     if (parse.GetValue(json) is { } path) await BenchOutput.WriteJsonAsync(path, report);
     await CheckpointBenchmark.RunAsync(isQuick, parse.GetValue(redis));
     return 0;
