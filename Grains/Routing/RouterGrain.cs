@@ -6,6 +6,7 @@ using MoeCluster.Grains.Numerics;
 using MoeCluster.Grains.Placement;
 using MoeCluster.Grains.Training;
 using Orleans.Concurrency;
+using Orleans.Placement;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -18,8 +19,14 @@ namespace MoeCluster.Grains.Routing;
 /// <see cref="GrainReaderWriterGate"/> keeps apart. It checkpoints the gate at the layer's
 /// checkpoint steps, after every expert's checkpoint of that step is durable, so its own newest
 /// checkpoint is the layer's newest durable version.
+/// <para>
+/// Placed on the silo that first calls it: the SDK creates a layer through its gateway grain
+/// (<see cref="IMoeLayerGateway"/>), which runs on the silo whose gateway the client reached, so
+/// x, y, ∂y and ∂x travel client ↔ gateway silo once instead of being forwarded on to a router on
+/// another silo. After a lost silo it comes back beside the gateway of the call that needs it.
+/// </para>
 /// </summary>
-[Reentrant, KeepAlive]
+[Reentrant, KeepAlive, PreferLocalPlacement]
 public sealed partial class RouterGrain(
     ComputeQueues queues,
     IClusterSlotView slots,
