@@ -3,6 +3,9 @@ namespace MoeCluster.Bench;
 /// <summary>One layer shape and batch size that the benchmark times, and the arithmetic it costs.</summary>
 public sealed record BenchConfig(string Name, int Tokens, LayerSpec Spec, int ForwardRepeats, int TrainRepeats)
 {
+    /// <summary>The name as <c>--config</c> takes it.</summary>
+    public string Key => Name.Replace(' ', '-');
+
     /// <summary>The table's config column: the name and the batch.</summary>
     public string Label => $"{Name} T={Tokens}";
 

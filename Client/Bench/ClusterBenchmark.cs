@@ -19,19 +19,18 @@ public static class ClusterBenchmark
     public const string Train = "fwd+bwd+step";
 
     public static async Task<(double GemmGflops, List<BenchRow> Rows, Dictionary<string, double> SiloPeakMiB)> RunAsync(
-        bool quick, int? repeats, CancellationToken cancellationToken)
+        IReadOnlyList<BenchConfig> configs, bool quick, int? repeats, int siloThreads, CancellationToken cancellationToken)
     {
         var cores = Environment.ProcessorCount;
         using var queue = new ComputeQueue("bench-reference", cores);
         Progress("libtorch's float32 GEMM rate");
         var gemm = await GemmRate.MeasureGflopsAsync(queue, quick ? 1024 : 2048, quick ? 5 : 9);
         var firstGemm = gemm;
-        var configs = BenchConfig.All(quick);
         var slots = configs.Max(c => c.Spec.NumExperts);
 
         Progress("starting one in-process silo and two silo processes");
         await using var inProcess = await InProcessSilo.StartAsync(slots, cores, cancellationToken);
-        await using var processes = await SiloProcesses.StartAsync(2, slots, SiloProcessThreads(cores));
+        await using var processes = await SiloProcesses.StartAsync(2, slots, siloThreads);
         await using var remote = await processes.ConnectAsync();
 
         var rows = new List<BenchRow>();

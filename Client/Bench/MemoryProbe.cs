@@ -14,6 +14,8 @@ public static class MemoryProbe
 {
     public const string Reference = "reference";
     public const string Silo = "silo";
+    public const string ReferenceLabel = "(a) reference process";
+    public const string SiloLabel = "(b) silo process (with its client)";
     private const string ResultPrefix = "peak_rss_mib ";
 
     /// <summary>Runs the probe in a child process and returns its peak resident set in MiB.</summary>
