@@ -35,30 +35,36 @@ public static class ClusterBenchmark
 
         var rows = new List<BenchRow>();
         var referenceMs = new Dictionary<(int, int, int, int, string), double>();
-        for (int i = 0; i < configs.Count; i++)
+        // Configs of one layer spec (standard f32 and the 16-token batch) share their layers:
+        // creating one writes every expert's version-0 checkpoint, seconds that time nothing.
+        var layers = new Dictionary<LayerSpec, List<Setup>>();
+        try
         {
-            cancellationToken.ThrowIfCancellationRequested();
-            var config = repeats is { } r ? configs[i] with { ForwardRepeats = r, TrainRepeats = r } : configs[i];
-            using var generator = new Generator(7);
-            using var x = randn(config.Tokens, config.Spec.DModel, generator: generator);
-            using var dy = randn(config.Tokens, config.Spec.DModel, generator: generator);
-
-            Progress($"{config.Label}: creating the layer in (a), (b) and (c)");
-            var setups = new List<Setup>();
-            try
+            for (int i = 0; i < configs.Count; i++)
             {
-                // The reference has no wire: a BF16-wire configuration is compared with the F32 one's (a).
-                if (config.Spec.WireDType == TensorDType.F32)
-                    setups.Add(new Setup("a", "(a) reference", await ReferenceLayerUnderTest.CreateAsync(config.Spec, queue)));
-                setups.Add(new Setup("b", "(b) 1 in-process silo", await ClusterLayerUnderTest.CreateAsync(inProcess.Client, $"bench-{i}-b", config.Spec)));
-                setups.Add(new Setup("c", "(c) 2 silo processes", await ClusterLayerUnderTest.CreateAsync(remote, $"bench-{i}-c", config.Spec)));
+                cancellationToken.ThrowIfCancellationRequested();
+                var config = repeats is { } r ? configs[i] with { ForwardRepeats = r, TrainRepeats = r } : configs[i];
+                using var generator = new Generator(7);
+                using var x = randn(config.Tokens, config.Spec.DModel, generator: generator);
+                using var dy = randn(config.Tokens, config.Spec.DModel, generator: generator);
+                if (!layers.TryGetValue(config.Spec, out var setups))
+                {
+                    Progress($"{config.Label}: creating the layer in (a), (b) and (c)");
+                    layers[config.Spec] = setups = [];
+                    // The reference has no wire: a BF16-wire configuration is compared with the F32 one's (a).
+                    if (config.Spec.WireDType == TensorDType.F32)
+                        setups.Add(new Setup("a", "(a) reference", await ReferenceLayerUnderTest.CreateAsync(config.Spec, queue)));
+                    setups.Add(new Setup("b", "(b) 1 in-process silo", await ClusterLayerUnderTest.CreateAsync(inProcess.Client, $"bench-{i}-b", config.Spec)));
+                    setups.Add(new Setup("c", "(c) 2 silo processes", await ClusterLayerUnderTest.CreateAsync(remote, $"bench-{i}-c", config.Spec)));
+                }
                 foreach (var mode in new[] { Forward, Train })
                 {
                     Progress($"{config.Label}: {mode}, {Repeats(config, mode)} repeats of each setup in turn");
                     var measured = await MeasureInTurn(config, mode, setups, x, dy);
+                    var key = (config.Tokens, config.Spec.DModel, config.Spec.DFF, config.Spec.NumExperts, mode);
                     foreach (var reference in measured.Where(m => m.Setup.Id == "a"))
-                        referenceMs[(config.Tokens, config.Spec.DModel, config.Spec.DFF, config.Spec.NumExperts, mode)] = reference.MedianMs;
-                    referenceMs.TryGetValue((config.Tokens, config.Spec.DModel, config.Spec.DFF, config.Spec.NumExperts, mode), out var floor);
+                        referenceMs[key] = reference.MedianMs;
+                    referenceMs.TryGetValue(key, out var floor);
                     foreach (var (setup, ms, routed) in measured)
                     {
                         var flops = mode == Forward ? config.ForwardFlops(routed) : config.TrainFlops(routed);
@@ -68,10 +74,10 @@ public static class ClusterBenchmark
                     }
                 }
             }
-            finally
-            {
-                foreach (var s in setups) await s.Layer.DisposeAsync();
-            }
+        }
+        finally
+        {
+            foreach (var s in layers.Values.SelectMany(l => l)) await s.Layer.DisposeAsync();
         }
         Progress("libtorch's float32 GEMM rate again");
         gemm = Math.Max(gemm, await GemmRate.MeasureGflopsAsync(queue, quick ? 1024 : 2048, quick ? 5 : 9));
