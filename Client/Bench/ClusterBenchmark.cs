@@ -26,7 +26,8 @@ public static class ClusterBenchmark
         Progress("libtorch's float32 GEMM rate");
         var gemm = await GemmRate.MeasureGflopsAsync(queue, quick ? 1024 : 2048, quick ? 5 : 9);
         var firstGemm = gemm;
-        var slots = configs.Max(c => c.Spec.NumExperts);
+        // Every layer stays until the end (configs of one spec share theirs), so the slots add up.
+        var slots = configs.Select(c => c.Spec).Distinct().Sum(s => s.NumExperts);
 
         Progress("starting one in-process silo and two silo processes");
         await using var inProcess = await InProcessSilo.StartAsync(slots, cores, cancellationToken);
