@@ -9,9 +9,9 @@ namespace MoeCluster.Bench;
 /// The layer timed side by side in one run: (a) the reference layer in this process, (b) the
 /// cluster with one in-process silo, (c) the cluster with two silo processes on loopback, each
 /// configuration as an inference forward and as forward+backward+step, against libtorch's GEMM
-/// rate measured in the same run (at its start and its end; the higher is the limit). The setups
-/// are timed in turn, repeat by repeat, so that the ratios compare times taken close together on
-/// a machine whose load drifts.
+/// rate measured in the same run (at its start, between rows and at its end; the highest is the
+/// limit). The setups are timed in turn, repeat by repeat, so that the ratios compare times taken
+/// close together on a machine whose load drifts.
 /// </summary>
 public static class ClusterBenchmark
 {
@@ -24,8 +24,8 @@ public static class ClusterBenchmark
         var cores = Environment.ProcessorCount;
         using var queue = new ComputeQueue("bench-reference", cores);
         Progress("libtorch's float32 GEMM rate");
-        var gemm = await GemmRate.MeasureGflopsAsync(queue, quick ? 1024 : 2048, quick ? 5 : 9);
-        var firstGemm = gemm;
+        var gemmSize = quick ? 1024 : 2048;
+        var gemm = await GemmRate.MeasureGflopsAsync(queue, gemmSize, quick ? 5 : 9);
         // Every layer stays until the end (configs of one spec share theirs), so the slots add up.
         var slots = configs.Select(c => c.Spec).Distinct().Sum(s => s.NumExperts);
 
@@ -62,6 +62,9 @@ public static class ClusterBenchmark
                 {
                     Progress($"{config.Label}: {mode}, {Repeats(config, mode)} repeats of each setup in turn");
                     var measured = await MeasureInTurn(config, mode, setups, x, dy);
+                    // The load of a shared machine drifts: the GEMM rate is sampled between rows
+                    // too, and the highest rate seen in the run is the limit the rows are held to.
+                    gemm = Math.Max(gemm, await GemmRate.MeasureGflopsAsync(queue, gemmSize, 3));
                     var key = (config.Tokens, config.Spec.DModel, config.Spec.DFF, config.Spec.NumExperts, mode);
                     foreach (var reference in measured.Where(m => m.Setup.Id == "a"))
                         referenceMs[key] = reference.MedianMs;
@@ -71,7 +74,7 @@ public static class ClusterBenchmark
                         var flops = mode == Forward ? config.ForwardFlops(routed) : config.TrainFlops(routed);
                         var seconds = ms / 1000;
                         rows.Add(new BenchRow(config.Label, setup.Id, $"{setup.Name} · {mode}", ms, config.Tokens / seconds,
-                            setup.Id != "a" && floor > 0 ? ms / floor : null, flops / seconds / (gemm * 1e9)));
+                            setup.Id != "a" && floor > 0 ? ms / floor : null, flops / seconds));
                     }
                 }
             }
@@ -81,9 +84,9 @@ public static class ClusterBenchmark
             foreach (var s in layers.Values.SelectMany(l => l)) await s.Layer.DisposeAsync();
         }
         Progress("libtorch's float32 GEMM rate again");
-        gemm = Math.Max(gemm, await GemmRate.MeasureGflopsAsync(queue, quick ? 1024 : 2048, quick ? 5 : 9));
-        foreach (var row in rows.ToList())
-            rows[rows.IndexOf(row)] = row with { GemmShare = row.GemmShare * firstGemm / gemm };
+        gemm = Math.Max(gemm, await GemmRate.MeasureGflopsAsync(queue, gemmSize, quick ? 5 : 9));
+        // Until here GemmShare held the row's FLOP/s; now the share of the highest rate seen.
+        for (int j = 0; j < rows.Count; j++) rows[j] = rows[j] with { GemmShare = rows[j].GemmShare / (gemm * 1e9) };
         var siloPeaks = processes.ProcessIds.Select((pid, i) => ($"(c) silo process {i + 1}", PeakMemory.MiB(pid)))
             .ToDictionary(p => p.Item1, p => p.Item2);
         return (gemm, rows, siloPeaks);
