@@ -111,7 +111,8 @@ public sealed class MoeClusterClient : IAsyncDisposable
     {
         CheckName(name);
         ArgumentNullException.ThrowIfNull(spec);
-        await Orleans.GetGrain<IMoeRouterGrain>(name).Create(spec);
+        // Through the gateway grain, as training calls go: the router is placed beside it.
+        await Orleans.GetGrain<IMoeLayerGateway>(name).Create(spec);
         return Layer(name, spec);
     }
 

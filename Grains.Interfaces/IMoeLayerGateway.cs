@@ -10,6 +10,9 @@ namespace MoeCluster;
 /// </summary>
 public interface IMoeLayerGateway : IGrainWithStringKey
 {
+    /// <summary>Creates the layer from the client's gateway silo, where its router is then placed (see RouterGrain).</summary>
+    Task<LayerStats> Create(LayerSpec spec, CancellationToken cancellationToken = default);
+
     Task<LayerForwardResult> Forward(long batchId, TensorPayload x, bool train, TokenLabels? labels, CancellationToken cancellationToken = default);
     Task<TensorPayload> Backward(long batchId, TensorPayload dy, double auxGrad, CancellationToken cancellationToken = default);
     Task<StepResult> Step(long stepId, CancellationToken cancellationToken = default);

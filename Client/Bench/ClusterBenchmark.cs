@@ -1,128 +1,139 @@
-using System.Diagnostics;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Hosting;
 using MoeCluster.Client;
-using MoeCluster.Grains.Numerics;
-using MoeCluster.Grains.Training;
-using MoeCluster.Hosting;
+using MoeCluster.Grains.Compute;
 using Spectre.Console;
-using TorchSharp;
 using static TorchSharp.torch;
 
 namespace MoeCluster.Bench;
 
 /// <summary>
-/// The layer forward+backward through one in-process silo (SDK over the co-hosted client) against
-/// the reference layer in the same process, and the p50 of a 16-token inference forward.
-/// Medians after warm-up; every row of one run shares the machine's state.
+/// The layer timed side by side in one run: (a) the reference layer in this process, (b) the
+/// cluster with one in-process silo, (c) the cluster with two silo processes on loopback, each
+/// configuration as an inference forward and as forward+backward+step, against libtorch's GEMM
+/// rate measured in the same run (at its start, between rows and at its end; the highest is the
+/// limit). The setups are timed in turn, repeat by repeat, so that the ratios compare times taken
+/// close together on a machine whose load drifts.
 /// </summary>
 public static class ClusterBenchmark
 {
-    public sealed record Row(string Config, string Mode, double MedianMs, double TokensPerSecond, double? RatioToReference);
+    public const string Forward = "forward";
+    public const string Train = "fwd+bwd+step";
 
-    public static async Task<IReadOnlyList<Row>> RunAsync(bool quick, int repeats, CancellationToken cancellationToken)
+    public static async Task<(double GemmGflops, List<BenchRow> Rows, Dictionary<string, double> SiloPeakMiB)> RunAsync(
+        IReadOnlyList<BenchConfig> configs, bool quick, int? repeats, int siloThreads, CancellationToken cancellationToken)
     {
-        var tokens = quick ? 1024 : 4096;
-        repeats = quick ? Math.Min(repeats, 3) : repeats;
-        var spec = new LayerSpec { DModel = 512, DFF = 2048, NumExperts = 8, TopK = 2, Seed = 1 };
-        var config = $"T={tokens} d=512 d_ff=2048 E=8 k=2 f32";
-        var rows = new List<Row>();
+        var cores = Environment.ProcessorCount;
+        using var queue = new ComputeQueue("bench-reference", cores);
+        Progress("libtorch's float32 GEMM rate");
+        var gemmSize = quick ? 1024 : 2048;
+        var gemm = await GemmRate.MeasureGflopsAsync(queue, gemmSize, quick ? 5 : 9);
+        // Every layer stays until the end (configs of one spec share theirs), so the slots add up.
+        var slots = configs.Select(c => c.Spec).Distinct().Sum(s => s.NumExperts);
 
-        var siloPort = FreePort();
-        using var host = MoeSiloHost.Build(new MoeSiloOptions
+        Progress("starting one in-process silo and two silo processes");
+        await using var inProcess = await InProcessSilo.StartAsync(slots, cores, cancellationToken);
+        await using var processes = await SiloProcesses.StartAsync(2, slots, siloThreads);
+        await using var remote = await processes.ConnectAsync();
+
+        var rows = new List<BenchRow>();
+        var referenceMs = new Dictionary<(int, int, int, int, string), double>();
+        // Configs of one layer spec (standard f32 and the 16-token batch) share their layers:
+        // creating one writes every expert's version-0 checkpoint, seconds that time nothing.
+        var layers = new Dictionary<LayerSpec, List<Setup>>();
+        try
         {
-            SiloPort = siloPort, PrimarySiloPort = siloPort, GatewayPort = FreePort(), Devices = "cpu", ExpertsPerDevice = 16,
-            ClusterId = $"moe-bench-{Environment.ProcessId}",
-        }, logging: _ => { });
-        await host.StartAsync(cancellationToken);
-        var client = MoeClusterClient.FromClusterClient(host.Services.GetRequiredService<IClusterClient>());
-        var layer = await client.CreateLayerAsync("bench", spec);
-
-        using var reference = new ReferenceMoeLayer(LayerSpecMapping.ToConfig(spec), spec.Seed, "bench");
-        using var generator = new Generator(7);
-        using var x = randn(tokens, spec.DModel, generator: generator);
-        using var dy = randn(tokens, spec.DModel, generator: generator);
-
-        var refMs = await Median(repeats, warmup: 2, () =>
-        {
-            using var scope = NewDisposeScope();
-            var input = x.detach().requires_grad_(true);
-            var output = reference.Forward(input, train: true);
-            output.Y.mul(dy).sum().add(output.Aux).backward();
-            reference.zero_grad();
-            return Task.CompletedTask;
-        });
-        rows.Add(new Row(config, "reference fwd+bwd", refMs, tokens / (refMs / 1000), null));
-
-        long batch = 0;
-        var clusterMs = await Median(repeats, warmup: 2, async () =>
-        {
-            var id = ++batch;
-            using var forward = await layer.ForwardAsync(x, batchId: id);
-            using var dx = await layer.BackwardAsync(id, dy);
-        });
-        rows.Add(new Row(config, "1 in-process silo fwd+bwd", clusterMs, tokens / (clusterMs / 1000), clusterMs / refMs));
-
-        // A 16-token batch is memory-bound: its 32 assignments touch nearly every expert, and each
-        // expert's weights (8 MB here) are read for a handful of rows. The reference row is that floor.
-        using var small = randn(16, spec.DModel, generator: generator);
-        var smallConfig = "T=16 d=512 d_ff=2048 E=8 k=2 f32";
-        var referenceP50 = await Percentile50(quick ? 50 : 300, () =>
-        {
-            using var scope = NewDisposeScope();
-            using var noGrad = no_grad();
-            reference.Forward(small, train: false);
-            return Task.CompletedTask;
-        });
-        rows.Add(new Row(smallConfig, "reference fwd p50", referenceP50, 16 / (referenceP50 / 1000), null));
-        var clusterP50 = await Percentile50(quick ? 50 : 300, async () =>
-        {
-            using var forward = await layer.ForwardAsync(small, train: false);
-        });
-        rows.Add(new Row(smallConfig, "1 in-process silo fwd p50", clusterP50, 16 / (clusterP50 / 1000), clusterP50 / referenceP50));
-
-        var table = new Table().AddColumns("config", "mode", "median ms", "tokens/s", "ratio to reference");
-        foreach (var r in rows)
-            table.AddRow(r.Config, r.Mode, $"{r.MedianMs:F2}", $"{r.TokensPerSecond:N0}", r.RatioToReference is { } ratio ? $"{ratio:F3}" : "");
-        AnsiConsole.Write(table);
-        AnsiConsole.WriteLine($"machine: {Environment.ProcessorCount} cores, libtorch threads {torch.get_num_threads()}, {repeats} repeats after warm-up");
-        await host.StopAsync(cancellationToken);
-        return rows;
-    }
-
-    private static async Task<double> Median(int repeats, int warmup, Func<Task> work)
-    {
-        for (int i = 0; i < warmup; i++) await work();
-        var times = new List<double>();
-        for (int i = 0; i < repeats; i++)
-        {
-            var watch = Stopwatch.StartNew();
-            await work();
-            times.Add(watch.Elapsed.TotalMilliseconds);
+            for (int i = 0; i < configs.Count; i++)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                var config = repeats is { } r ? configs[i] with { ForwardRepeats = r, TrainRepeats = r } : configs[i];
+                using var generator = new Generator(7);
+                using var x = randn(config.Tokens, config.Spec.DModel, generator: generator);
+                using var dy = randn(config.Tokens, config.Spec.DModel, generator: generator);
+                if (!layers.TryGetValue(config.Spec, out var setups))
+                {
+                    Progress($"{config.Label}: creating the layer in (a), (b) and (c)");
+                    layers[config.Spec] = setups = [];
+                    // The reference has no wire: a BF16-wire configuration is compared with the F32 one's (a).
+                    if (config.Spec.WireDType == TensorDType.F32)
+                        setups.Add(new Setup("a", "(a) reference", await ReferenceLayerUnderTest.CreateAsync(config.Spec, queue)));
+                    setups.Add(new Setup("b", "(b) 1 in-process silo", await ClusterLayerUnderTest.CreateAsync(inProcess.Client, $"bench-{i}-b", config.Spec)));
+                    setups.Add(new Setup("c", "(c) 2 silo processes", await ClusterLayerUnderTest.CreateAsync(remote, $"bench-{i}-c", config.Spec)));
+                }
+                foreach (var mode in new[] { Forward, Train })
+                {
+                    Progress($"{config.Label}: {mode}, {Repeats(config, mode)} repeats of each setup in turn");
+                    var measured = await MeasureInTurn(config, mode, setups, x, dy);
+                    // The load of a shared machine drifts: the GEMM rate is sampled between rows
+                    // too, and the highest rate seen in the run is the limit the rows are held to.
+                    gemm = Math.Max(gemm, await GemmRate.MeasureGflopsAsync(queue, gemmSize, 3));
+                    var key = (config.Tokens, config.Spec.DModel, config.Spec.DFF, config.Spec.NumExperts, mode);
+                    foreach (var reference in measured.Where(m => m.Setup.Id == "a"))
+                        referenceMs[key] = reference.MedianMs;
+                    referenceMs.TryGetValue(key, out var floor);
+                    foreach (var (setup, ms, routed) in measured)
+                    {
+                        var flops = mode == Forward ? config.ForwardFlops(routed) : config.TrainFlops(routed);
+                        var seconds = ms / 1000;
+                        rows.Add(new BenchRow(config.Label, setup.Id, $"{setup.Name} · {mode}", ms, config.Tokens / seconds,
+                            setup.Id != "a" && floor > 0 ? ms / floor : null, flops / seconds));
+                    }
+                }
+            }
         }
-        times.Sort();
-        return times[times.Count / 2];
-    }
-
-    private static async Task<double> Percentile50(int iterations, Func<Task> work)
-    {
-        var latencies = new List<double>();
-        for (int i = 0; i < iterations; i++)
+        finally
         {
-            var watch = Stopwatch.StartNew();
-            await work();
-            if (i >= 10) latencies.Add(watch.Elapsed.TotalMilliseconds); // the first ten warm up
+            foreach (var s in layers.Values.SelectMany(l => l)) await s.Layer.DisposeAsync();
         }
-        latencies.Sort();
-        return latencies[latencies.Count / 2];
+        Progress("libtorch's float32 GEMM rate again");
+        gemm = Math.Max(gemm, await GemmRate.MeasureGflopsAsync(queue, gemmSize, quick ? 5 : 9));
+        // Until here GemmShare held the row's FLOP/s; now the share of the highest rate seen.
+        for (int j = 0; j < rows.Count; j++) rows[j] = rows[j] with { GemmShare = rows[j].GemmShare / (gemm * 1e9) };
+        var siloPeaks = processes.ProcessIds.Select((pid, i) => ($"(c) silo process {i + 1}", PeakMemory.MiB(pid)))
+            .ToDictionary(p => p.Item1, p => p.Item2);
+        return (gemm, rows, siloPeaks);
     }
 
-    private static int FreePort()
+    private static readonly System.Diagnostics.Stopwatch Clock = System.Diagnostics.Stopwatch.StartNew();
+
+    /// <summary>A grey line per phase with the seconds since the start, so a slow phase shows.</summary>
+    public static void Progress(string phase) => AnsiConsole.MarkupLine($"[grey]{Clock.Elapsed.TotalSeconds,6:F1} s  {Markup.Escape(phase)}…[/]");
+
+    /// <summary>
+    /// libtorch threads per silo process: the cores shared between the two, so that experts on
+    /// both silos computing at once do not run twice as many threads as there are cores.
+    /// </summary>
+    public static int SiloProcessThreads(int cores) => Math.Max(1, cores / 2);
+
+    private sealed record Setup(string Id, string Name, ILayerUnderTest Layer);
+
+    /// <summary>
+    /// Times the setups in turn (a, b, c, a, b, c, …) rather than one after another, so that a
+    /// change in the machine's load while they run falls on all of them alike. Medians per setup.
+    /// </summary>
+    private static async Task<List<(Setup Setup, double MedianMs, long Routed)>> MeasureInTurn(
+        BenchConfig config, string mode, List<Setup> setups, Tensor x, Tensor dy)
     {
-        var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
-        listener.Start();
-        var port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
-        return port;
+        Func<Task<long>> Work(Setup s) => mode == Forward ? () => s.Layer.ForwardAsync(x) : () => s.Layer.TrainStepAsync(x, dy);
+        var repeats = Repeats(config, mode);
+        var warmup = repeats >= 20 ? 10 : repeats <= 3 ? 1 : 2;
+        var routed = new long[setups.Count];
+        for (int w = 0; w < warmup; w++)
+            for (int j = 0; j < setups.Count; j++) routed[j] = await Work(setups[j])();
+        var samples = setups.Select(_ => new List<double>()).ToArray();
+        for (int r = 0; r < repeats; r++)
+            for (int j = 0; j < setups.Count; j++)
+            {
+                var watch = System.Diagnostics.Stopwatch.StartNew();
+                routed[j] = await Work(setups[j])();
+                samples[j].Add(watch.Elapsed.TotalMilliseconds);
+            }
+        return setups.Select((s, j) => (s, Median(samples[j]), routed[j])).ToList();
+    }
+
+    private static int Repeats(BenchConfig config, string mode) => mode == Forward ? config.ForwardRepeats : config.TrainRepeats;
+
+    private static double Median(List<double> values)
+    {
+        values.Sort();
+        return values[values.Count / 2];
     }
 }

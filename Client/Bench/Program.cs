@@ -1,18 +1,65 @@
 using System.CommandLine;
 using MoeCluster.Bench;
 
-var quick = new Option<bool>("--quick") { Description = "Fewer repeats and a smaller standard batch, for a smoke run in under a minute" };
-var repeats = new Option<int>("--repeats") { Description = "Timed repeats per row (after warm-up)", DefaultValueFactory = _ => 7 };
+var quick = new Option<bool>("--quick") { Description = "Smaller batches and fewer repeats: every row, in under a minute" };
+var repeats = new Option<int?>("--repeats") { Description = "Timed repeats per row after warm-up (default 7; 200 for the 16-token forward; --quick 2 and 20)" };
+var json = new Option<string?>("--json") { Description = "Also write the rows, the GEMM rate and the peak memory to this JSON file" };
 var redis = new Option<string?>("--redis") { Description = "Also time the Redis checkpoint store at host:port" };
-var root = new RootCommand("Times the MoE layer through an in-process cluster against the reference layer in the same run.\n\n" +
-    "Example: ./moe bench")
+var only = new Option<string[]>("--config") { Description = "Only these configs (repeatable): standard-f32, standard-bf16-wire, small-batch, many-experts", AllowMultipleArgumentsPerToken = true };
+var siloThreads = new Option<int>("--silo-threads") { Description = "libtorch threads of each of the two silo processes (default: the cores shared between them)", DefaultValueFactory = _ => ClusterBenchmark.SiloProcessThreads(Environment.ProcessorCount) };
+var probe = new Option<string?>("--memory-probe") { Hidden = true, Description = "Internal: run one memory probe (reference or silo) and print its peak RSS" };
+var probeTokens = new Option<int>("--probe-tokens") { Hidden = true, DefaultValueFactory = _ => 4096 };
+var probeIterations = new Option<int>("--probe-iterations") { Hidden = true, DefaultValueFactory = _ => 3 };
+var root = new RootCommand("Times the MoE layer in one run: (a) the reference layer in this process, (b) the cluster with one " +
+    "in-process silo, (c) the cluster with two silo processes on loopback, against libtorch's float32 GEMM rate; then the checkpoint stores.\n\n" +
+    "Example: ./moe bench --json bench.json")
 {
-    quick, repeats, redis,
+    quick, repeats, json, redis, only, siloThreads, probe, probeTokens, probeIterations,
 };
 root.SetAction(async (parse, cancel) =>
 {
-    await ClusterBenchmark.RunAsync(parse.GetValue(quick), parse.GetValue(repeats), cancel);
-    await CheckpointBenchmark.RunAsync(parse.GetValue(quick), parse.GetValue(redis));
+    // Redirected output has no terminal width; 80 columns would wrap every row of the table.
+    if (Console.IsOutputRedirected) Spectre.Console.AnsiConsole.Profile.Width = 150;
+    if (parse.GetValue(probe) is { } kind)
+        return await MemoryProbe.RunAsync(kind, parse.GetValue(probeTokens), parse.GetValue(probeIterations), cancel);
+    var isQuick = parse.GetValue(quick);
+    if (parse.GetValue(repeats) is { } r && r < 1)
+    {
+        Console.Error.WriteLine($"moe-bench: --repeats is {r}; expected ≥ 1");
+        return 2;
+    }
+    var configs = BenchConfig.All(isQuick);
+    if (parse.GetValue(only) is { Length: > 0 } names)
+    {
+        var unknown = names.Where(n => configs.All(c => c.Key != n)).ToList();
+        if (unknown.Count > 0)
+        {
+            Console.Error.WriteLine($"moe-bench: --config {string.Join(", ", unknown)} is unknown; expected {string.Join(", ", configs.Select(c => c.Key))}");
+            return 2;
+        }
+        configs = configs.Where(c => names.Contains(c.Key)).ToList();
+    }
+    if (parse.GetValue(siloThreads) < 1)
+    {
+        Console.Error.WriteLine($"moe-bench: --silo-threads is {parse.GetValue(siloThreads)}; expected ≥ 1");
+        return 2;
+    }
+    var (gemm, rows, siloPeaks) = await ClusterBenchmark.RunAsync(configs, isQuick, parse.GetValue(repeats), parse.GetValue(siloThreads), cancel);
+    var memory = new Dictionary<string, double>();
+    // Two more processes, each loading libtorch and training a few steps: left out of the quick run.
+    if (!isQuick && configs.Any(c => c.Key == "standard-f32"))
+    {
+        ClusterBenchmark.Progress("peak memory of (a) and (b), each in a process of its own");
+        memory[MemoryProbe.ReferenceLabel] = await MemoryProbe.MeasureAsync(MemoryProbe.Reference, configs.First(c => c.Key == "standard-f32").Tokens, 3, cancel);
+        memory[MemoryProbe.SiloLabel] = await MemoryProbe.MeasureAsync(MemoryProbe.Silo, configs.First(c => c.Key == "standard-f32").Tokens, 3, cancel);
+    }
+    foreach (var (name, mib) in siloPeaks) memory[name] = mib;
+    var report = new BenchReport(gemm, rows, memory,
+        $"{Environment.ProcessorCount} cores, {Environment.OSVersion}, .NET {Environment.Version}, libtorch threads {TorchSharp.torch.get_num_threads()}");
+    BenchOutput.WriteTable(report, configs);
+    BenchTargets.Write(report);
+    if (parse.GetValue(json) is { } path) await BenchOutput.WriteJsonAsync(path, report);
+    await CheckpointBenchmark.RunAsync(isQuick, parse.GetValue(redis));
     return 0;
 });
 return await root.Parse(args).InvokeAsync();

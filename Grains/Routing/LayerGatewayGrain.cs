@@ -8,6 +8,8 @@ public sealed class LayerGatewayGrain : Grain, IMoeLayerGateway
 {
     private IMoeRouterGrain Router => GrainFactory.GetGrain<IMoeRouterGrain>(this.GetPrimaryKeyString());
 
+    public Task<LayerStats> Create(LayerSpec spec, CancellationToken cancellationToken) => Router.Create(spec);
+
     public Task<LayerForwardResult> Forward(long batchId, TensorPayload x, bool train, TokenLabels? labels, CancellationToken cancellationToken) =>
         Router.Forward(batchId, x, train, labels);
 

@@ -6,6 +6,7 @@ using MoeCluster.Grains.Numerics;
 using MoeCluster.Grains.Placement;
 using MoeCluster.Grains.Training;
 using Orleans.Concurrency;
+using Orleans.Placement;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -24,8 +25,14 @@ namespace MoeCluster.Grains.Routing;
 /// gateway) gets the first call's answer instead of running twice, so losing a connection is not
 /// losing a step.
 /// </para>
+/// <para>
+/// Placed on the silo that first calls it: the SDK creates a layer through its gateway grain
+/// (<see cref="IMoeLayerGateway"/>), which runs on the silo whose gateway the client reached, so
+/// x, y, ∂y and ∂x travel client ↔ gateway silo once instead of being forwarded on to a router on
+/// another silo. After a lost silo it comes back beside the gateway of the call that needs it.
+/// </para>
 /// </summary>
-[Reentrant, KeepAlive]
+[Reentrant, KeepAlive, PreferLocalPlacement]
 public sealed partial class RouterGrain(
     ComputeQueues queues,
     IClusterSlotView slots,

@@ -13,6 +13,7 @@ public static class MoeProcess
         AppContext.BaseDirectory.Contains($"{Path.DirectorySeparatorChar}Release{Path.DirectorySeparatorChar}") ? "Release" : "Debug";
 
     public static string CliDll => Path.Combine(RepositoryRoot, "Client", "Cli", "bin", Configuration, "net10.0", "moe.dll");
+    public static string BenchDll => Path.Combine(RepositoryRoot, "Client", "Bench", "bin", Configuration, "net10.0", "moe-bench.dll");
     public static string SiloDll => Path.Combine(RepositoryRoot, "Silo", "bin", Configuration, "net10.0", "MoeCluster.Silo.dll");
 
     public static async Task<(int ExitCode, string Stdout, string Stderr)> RunAsync(string dll, string arguments, TimeSpan timeout)

@@ -1,0 +1,26 @@
+using System.Text.Json;
+using Spectre.Console;
+
+namespace MoeCluster.Bench;
+
+/// <summary>The benchmark's one table, and the same rows as JSON.</summary>
+public static class BenchOutput
+{
+    public static void WriteTable(BenchReport report, IEnumerable<BenchConfig> configs)
+    {
+        var table = new Table().AddColumns("config", "mode", "median ms", "tokens/s", "ratio to (a)", "share of GEMM rate");
+        foreach (var r in report.Rows)
+            table.AddRow(Markup.Escape(r.Config), Markup.Escape(r.Mode), $"{r.MedianMs:F2}", $"{r.TokensPerSecond:N0}",
+                r.RatioToReference is { } ratio ? $"{ratio:F3}" : "", $"{r.GemmShare:P1}");
+        AnsiConsole.Write(table);
+        foreach (var c in configs) AnsiConsole.WriteLine($"{c.Label}: {c.Shape}");
+        AnsiConsole.WriteLine($"libtorch float32 GEMM rate: {report.GemmGflops:F1} GFLOP/s; {report.Machine}");
+        AnsiConsole.WriteLine("peak resident memory: " + string.Join(", ", report.PeakMemoryMiB.Select(p => $"{p.Key} {p.Value:F0} MiB")));
+    }
+
+    public static async Task WriteJsonAsync(string path, BenchReport report)
+    {
+        await using var file = File.Create(path);
+        await JsonSerializer.SerializeAsync(file, report, new JsonSerializerOptions { WriteIndented = true });
+    }
+}

@@ -1,0 +1,49 @@
+using System.Text.Json;
+using Xunit;
+
+namespace MoeCluster.Cli.Tests;
+
+/// <summary>The benchmark run once, quick, as <c>./moe bench --quick --json FILE</c> runs it, so that it cannot rot.</summary>
+public class BenchCommandTests
+{
+    [Fact]
+    public async Task Quick_bench_times_every_config_and_mode_in_all_three_setups_and_writes_the_json_rows()
+    {
+        var json = Path.Combine(Path.GetTempPath(), $"moe-bench-{Guid.NewGuid():N}.json");
+        try
+        {
+            // Under a minute on an idle 2-core machine; the limit leaves room for a loaded one.
+            var (exit, stdout, stderr) = await MoeProcess.RunAsync(MoeProcess.BenchDll, $"--quick --json \"{json}\"", TimeSpan.FromMinutes(6));
+            Assert.True(exit == 0, $"exit {exit}; stderr: {stderr}\nstdout: {stdout}");
+            Assert.Contains("share of GEMM rate", stdout);
+
+            using var report = JsonDocument.Parse(await File.ReadAllTextAsync(json));
+            var gemm = report.RootElement.GetProperty("gemm_gflops").GetDouble();
+            Assert.True(gemm > 0, $"gemm_gflops is {gemm}");
+            var rows = report.RootElement.GetProperty("rows").EnumerateArray().ToList();
+            foreach (var row in rows)
+            {
+                foreach (var field in new[] { "config", "mode", "median_ms", "tokens_per_s", "ratio_to_reference", "gemm_share" })
+                    Assert.True(row.TryGetProperty(field, out _), $"row {row} lacks {field}");
+                var setup = row.GetProperty("setup").GetString();
+                Assert.True(row.GetProperty("median_ms").GetDouble() > 0, $"row {row}");
+                Assert.True(row.GetProperty("tokens_per_s").GetDouble() > 0, $"row {row}");
+                Assert.True(row.GetProperty("gemm_share").GetDouble() > 0, $"row {row}");
+                var ratio = row.GetProperty("ratio_to_reference");
+                // (a) is the reference itself; every cluster row has a ratio to it.
+                Assert.Equal(setup == "a", ratio.ValueKind == JsonValueKind.Null);
+            }
+            // 4 configs × 2 modes × 3 setups, less (a) of the BF16-wire config, which has no wire.
+            Assert.Equal(22, rows.Count);
+            var configs = rows.Select(r => r.GetProperty("config").GetString()).Distinct().ToList();
+            Assert.Equal(4, configs.Count);
+            foreach (var setup in new[] { "a", "b", "c" })
+                foreach (var mode in new[] { "forward", "fwd+bwd+step" })
+                    Assert.Contains(rows, r => r.GetProperty("setup").GetString() == setup && r.GetProperty("mode").GetString()!.EndsWith(mode));
+        }
+        finally
+        {
+            File.Delete(json);
+        }
+    }
+}
