@@ -373,6 +373,7 @@ public sealed partial class RouterGrain(
                 droppedTotals[e] += routing.Stats.Dropped[e];
             }
             var result = new LayerForwardResult(y, routing.AuxLoss, routing.LoadBalancingLoss, routing.ZLoss,
+            MoeCluster.Grains.Telemetry.MoeMetrics.RecordRouting(Layer, routing.Stats.Routed, routing.Stats.Dropped);
                 new RoutingSummary(routing.Stats.Tokens, routing.Stats.Capacity, routing.Stats.Routed, routing.Stats.Dropped), epoch);
             if (train)
             {
