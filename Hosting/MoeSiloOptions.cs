@@ -21,4 +21,12 @@ public sealed record MoeSiloOptions
     public string SiloName { get; init; } = $"moe-silo-{Environment.ProcessId}";
     /// <summary>Checkpoints: a directory shared by the cluster's silos (under it, one per cluster id), or <c>redis://host:port</c>.</summary>
     public string Store { get; init; } = CheckpointStoreSelection.DefaultDirectory;
+    /// <summary>Port of the status page (the Orleans Dashboard under <c>/dashboard</c>, the MoE page at <c>/</c>); 0: no page.</summary>
+    public int StatusPort { get; init; }
+    /// <summary>Address the status page listens on: loopback unless another is asked for.</summary>
+    public string StatusHost { get; init; } = "127.0.0.1";
+    /// <summary>An OTLP collector (<c>http://host:4317</c>) to export the metrics to; null: no export.</summary>
+    public string? OtlpEndpoint { get; init; }
+    /// <summary>Port of a Prometheus scrape endpoint (<c>http://localhost:PORT/metrics</c>); 0: none.</summary>
+    public int PrometheusPort { get; init; }
 }

@@ -21,6 +21,10 @@ public static class SiloCommand
         var threads = new Option<int>("--threads") { Description = "libtorch intra-op threads (0 = one per core)", DefaultValueFactory = _ => 0 };
         var store = new Option<string>("--store") { Description = "Checkpoints: a directory shared by the cluster's silos, or redis://host:port", DefaultValueFactory = _ => defaults.Store };
         var name = new Option<string>("--name") { Description = "Silo name in logs", DefaultValueFactory = _ => defaults.SiloName };
+        var statusPort = new Option<int>("--status-port") { Description = "Port of the status page (MoE page at /, Orleans Dashboard at /dashboard/); 0: none", DefaultValueFactory = _ => defaults.StatusPort };
+        var statusHost = new Option<string>("--status-host") { Description = "Address the status page listens on (0.0.0.0: every interface)", DefaultValueFactory = _ => defaults.StatusHost };
+        var otlp = new Option<string?>("--otlp-endpoint") { Description = "Export metrics to this OTLP collector, e.g. http://localhost:4317; none by default", DefaultValueFactory = _ => defaults.OtlpEndpoint };
+        var prometheus = new Option<int>("--prometheus-port") { Description = "Serve metrics for Prometheus at http://localhost:PORT/metrics; 0: none", DefaultValueFactory = _ => defaults.PrometheusPort };
 
         var command = new RootCommand("Runs one MoeCluster silo: it hosts experts on its device slots until Ctrl+C.\n\n" +
             "Example (two silos on one machine, then the demo against them):\n" +
@@ -28,6 +32,7 @@ public static class SiloCommand
             "  ./moe silo --port 11112 --gateway-port 30001 --primary-port 11111")
         {
             cluster, port, gateway, primary, devices, perDevice, overcommit, clusterId, threads, store, name,
+            statusPort, statusHost, otlp, prometheus,
         };
         command.SetAction(async (parse, cancel) =>
         {
@@ -44,6 +49,10 @@ public static class SiloCommand
                 TorchThreads = parse.GetValue(threads),
                 SiloName = parse.GetValue(name)!,
                 Store = parse.GetValue(store)!,
+                StatusPort = parse.GetValue(statusPort),
+                StatusHost = parse.GetValue(statusHost)!,
+                OtlpEndpoint = parse.GetValue(otlp),
+                PrometheusPort = parse.GetValue(prometheus),
             };
             try
             {
@@ -52,7 +61,9 @@ public static class SiloCommand
                 using var host = MoeSiloHost.Build(options);
                 await host.StartAsync(cancel);
                 Console.WriteLine($"moe silo {options.SiloName}: silo port {options.SiloPort}, gateway {options.GatewayPort}, " +
-                    $"cluster {options.Cluster}, slots {string.Join(", ", slots.Select(s => $"{s.Device}×{s.Capacity}"))}, store {options.Store}; Ctrl+C stops it");
+                    $"cluster {options.Cluster}, slots {string.Join(", ", slots.Select(s => $"{s.Device}×{s.Capacity}"))}, store {options.Store}" +
+                    (options.StatusPort > 0 ? $", status page http://{options.StatusHost}:{options.StatusPort}/" : "") +
+                    (options.PrometheusPort > 0 ? $", metrics http://localhost:{options.PrometheusPort}/metrics" : "") + "; Ctrl+C stops it");
                 await host.WaitForShutdownAsync(CancellationToken.None);
                 return 0;
             }

@@ -279,6 +279,7 @@ public sealed partial class RouterGrain(
         await Install(newSpec);
         version = durableVersion = 0;
         await WriteCheckpoint(); // the layer exists once its router's version 0 is durable
+        await GrainFactory.GetGrain<ILayerCatalogGrain>(0).Add(Layer);
         logger.LogInformation("Layer {Layer} created: {Experts} experts, top-{K}, on {Silos} silo(s)",
             Layer, newConfig.NumExperts, newConfig.TopK, placements.Select(p => p.Silo).Distinct().Count());
         return await GetStats();
@@ -372,8 +373,8 @@ public sealed partial class RouterGrain(
                 routedTotals[e] += routing.Stats.Routed[e];
                 droppedTotals[e] += routing.Stats.Dropped[e];
             }
-            var result = new LayerForwardResult(y, routing.AuxLoss, routing.LoadBalancingLoss, routing.ZLoss,
             MoeCluster.Grains.Telemetry.MoeMetrics.RecordRouting(Layer, routing.Stats.Routed, routing.Stats.Dropped);
+            var result = new LayerForwardResult(y, routing.AuxLoss, routing.LoadBalancingLoss, routing.ZLoss,
                 new RoutingSummary(routing.Stats.Tokens, routing.Stats.Capacity, routing.Stats.Routed, routing.Stats.Dropped), epoch);
             if (train)
             {
@@ -669,6 +670,7 @@ public sealed partial class RouterGrain(
         await DiscardPending();
         await Task.WhenAll(experts.Select(e => e.Delete()));
         await store.DeleteAsync(CheckpointKey);
+        await GrainFactory.GetGrain<ILayerCatalogGrain>(0).Remove(Layer);
         var r = router; var o = optimizer;
         (spec, config, router, optimizer, experts) = (null, null, null, null, []);
         expiryTimer?.Dispose();
