@@ -44,6 +44,8 @@ public sealed class MoeClusterClient : IAsyncDisposable
         builder.Logging.ClearProviders();
         builder.Logging.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Warning)
             .AddFilter("Orleans", LogLevel.Error); // a lost silo is reported once, by the layer that recovers from it
+        // A client that cannot start throws to its caller; the host logging it too would repeat it as a stack trace.
+        builder.Logging.AddFilter("Microsoft.Extensions.Hosting", LogLevel.None);
         builder.UseOrleansClient(client =>
         {
             var cluster = (options.Cluster ?? "").Trim();
@@ -97,6 +99,16 @@ public sealed class MoeClusterClient : IAsyncDisposable
         var spec = await Orleans.GetGrain<IMoeRouterGrain>(name).GetSpec()
             ?? throw new InvalidOperationException($"layer \"{name}\" does not exist; create it first");
         return Layer(name, spec);
+    }
+
+    /// <summary>The names of the cluster's layers (from its layer catalog), in ordinal order.</summary>
+    public Task<string[]> ListLayersAsync() => Orleans.GetGrain<ILayerCatalogGrain>(0).List();
+
+    /// <summary>The checkpoint versions the store holds for a layer's router and each of its experts.</summary>
+    public Task<CheckpointVersions[]> ListCheckpointsAsync(string layer)
+    {
+        CheckName(layer);
+        return Orleans.GetGrain<ICheckpointInventoryGrain>(0).List(layer);
     }
 
     /// <summary>Every live silo's device slots and their leases.</summary>
