@@ -20,12 +20,14 @@ public static class DemoCommand
         var connection = new ClusterConnection(embeddedByDefault: true);
         var layer = new Option<string>("--layer") { Description = "Name of the demo's layer", DefaultValueFactory = _ => d.Layer };
         var export = new Option<string?>("--export") { Description = "Write the trained layer as a safetensors file when training ends" };
+        var plots = new Option<string>("--plots") { Description = "Directory for the PNG plots of the loss and of tokens per expert over steps", DefaultValueFactory = _ => d.Plots! };
+        var noPlots = new Option<bool>("--no-plots") { Description = "Write no plots" };
         var keep = new Option<bool>("--keep") { Description = "With --cluster: leave the layer in the cluster (it is deleted by default)" };
         var command = new Command("demo", "Starts a cluster in this process and trains a small MoE model on a synthetic task.\n\n" +
             "Example: ./moe demo --steps 100 --experts 8 --top-k 2\n" +
             "Against running silos: ./moe demo --cluster redis://127.0.0.1:6379 --export demo.safetensors")
         {
-            steps, experts, topK, silos, perDevice, batch, seed, checkpointEvery, json, layer, export, keep,
+            steps, experts, topK, silos, perDevice, batch, seed, checkpointEvery, json, layer, export, keep, plots, noPlots,
         };
         connection.AddTo(command);
         command.SetAction(async (parse, cancel) =>
@@ -45,6 +47,7 @@ public static class DemoCommand
                 Layer = parse.GetValue(layer)!,
                 Export = parse.GetValue(export),
                 Keep = parse.GetValue(keep),
+                Plots = parse.GetValue(noPlots) ? null : parse.GetValue(plots),
             }, cancel);
             return 0;
         });

@@ -29,6 +29,8 @@ public sealed record DemoOptions
     public string? Export { get; init; }
     /// <summary>Leave the layer in the cluster when the demo ends.</summary>
     public bool Keep { get; init; }
+    /// <summary>Where the loss and tokens-per-expert PNGs go; null: no plots.</summary>
+    public string? Plots { get; init; } = "plots";
 }
 
 /// <summary>What <c>./moe demo --json</c> prints.</summary>
@@ -41,7 +43,11 @@ public sealed record DemoSummary(
     [property: JsonPropertyName("accuracy")] double Accuracy,
     [property: JsonPropertyName("tokens_per_expert")] long[] TokensPerExpert,
     [property: JsonPropertyName("dropped")] long Dropped,
-    [property: JsonPropertyName("seconds")] double Seconds);
+    [property: JsonPropertyName("seconds")] double Seconds)
+{
+    /// <summary>The PNGs written (loss, tokens per expert), absolute paths; empty with no plots.</summary>
+    [JsonPropertyName("plots")] public string[] Plots { get; init; } = [];
+}
 
 /// <summary>
 /// <c>./moe demo</c>: starts an embedded cluster, trains <see cref="DemoModel"/> on
@@ -92,6 +98,7 @@ public static class DemoRunner
         using var optimizer = optim.AdamW(model.parameters(), lr: 3e-3);
         using var generator = new Generator((ulong)options.Seed);
         var losses = new List<double>(options.Steps);
+        var routedPerStep = new List<long[]>(options.Steps);
 
         async Task TrainStep()
         {
@@ -104,6 +111,7 @@ public static class DemoRunner
                 loss = total.item<float>();
                 total.add(model.Moe.AuxLoss!).backward();
             }
+            routedPerStep.Add(model.Moe.LastRouting!.Routed);
             optimizer.step();
             optimizer.zero_grad();
             await layer.StepAsync();
@@ -140,12 +148,16 @@ public static class DemoRunner
             Accuracy: accuracy,
             TokensPerExpert: stats.Experts.Select(e => e.TokensRouted).ToArray(),
             Dropped: stats.TokensDropped,
-            Seconds: watch.Elapsed.TotalSeconds);
+            Seconds: watch.Elapsed.TotalSeconds)
+        {
+            Plots = options.Plots is { } directory ? Plots.DemoPlots.Write(directory, losses, routedPerStep) : [],
+        };
 
         if (options.Json)
             Console.WriteLine(JsonSerializer.Serialize(summary));
         else
             Report(console, losses, stats, summary);
+        foreach (var plot in summary.Plots) console.MarkupLine($"plot: {Markup.Escape(plot)}");
         if (options.Export is { } path)
         {
             var version = await ExportCommands.WriteAsync(layer, path);
