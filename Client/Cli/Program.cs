@@ -8,6 +8,7 @@ var root = new RootCommand("moe: the MoeCluster command-line tool. `./moe <comma
     LayersCommand.Create(),
     CheckpointCommand.Create(),
     BenchCommand.Create(),
+    SiloCommand.Create(),
     ExportCommands.Export(),
     ExportCommands.Import(),
 };

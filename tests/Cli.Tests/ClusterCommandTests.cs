@@ -125,12 +125,15 @@ public class ClusterCommandTests(RunningCluster running)
     }
 
     [Fact]
-    public async Task Bench_hands_its_arguments_to_the_benchmark()
+    public async Task Bench_and_silo_hand_their_arguments_to_their_executables()
     {
         // An option the benchmark does not know: its own parser refuses it, which shows it got there.
         var run = await running.Moe("bench --no-such-option");
         Assert.Equal(1, run.ExitCode);
         Assert.Contains("--no-such-option", run.Stderr + run.Stdout);
         Assert.Contains("moe-bench", (await running.Moe("bench --help")).Stdout);
+        var silo = await running.Moe("silo --port not-a-port");
+        Assert.Equal(1, silo.ExitCode);
+        Assert.Contains("not-a-port", silo.Stderr + silo.Stdout);
     }
 }
