@@ -100,6 +100,11 @@ public class ClusterCommandTests(RunningCluster running)
         Assert.Equal(2, lines.Length);
         Assert.All(lines, line => Assert.True(Json(line).GetProperty("layers").GetArrayLength() >= 1));
 
+        var live = await running.Moe($"status --watch --count 2 --interval 0.2 {c}");
+        Ok(live, "status --watch as tables");
+        Assert.Contains("cli-trained", live.Stdout);
+        Assert.Contains("refreshed", live.Stdout);
+
         var checkpoints = await running.Moe($"checkpoint list cli-trained --json {c}");
         Ok(checkpoints, "checkpoint list");
         var entries = Json(checkpoints.Stdout).GetProperty("checkpoints").EnumerateArray().ToArray();
