@@ -4,21 +4,23 @@ using System.Text.Json.Serialization;
 
 namespace MoeCluster.Cli;
 
-/// <summary>How every <c>--json</c> output is written: snake_case names, enums as names, indented.</summary>
+/// <summary>How the CLI's <c>--json</c> outputs name things: snake_case, as the demo's summary always has.</summary>
 public static class CliJson
 {
-    public static readonly JsonSerializerOptions Options = new()
+    public static readonly JsonSerializerOptions Options = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+
+    /// <summary>What the state-reading commands print: indented, enums by name.</summary>
+    public static readonly JsonSerializerOptions Indented = new(Options)
     {
-        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         WriteIndented = true,
         Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
     };
 
-    /// <summary>One line per object, for streams such as <c>status --watch --json</c>.</summary>
-    public static readonly JsonSerializerOptions Lines = new(Options) { WriteIndented = false };
+    /// <summary>One object per line, for streams such as <c>status --watch --json</c>.</summary>
+    public static readonly JsonSerializerOptions Lines = new(Indented) { WriteIndented = false };
 
     public static void Print<T>(T value, bool oneLine = false) =>
-        Console.WriteLine(JsonSerializer.Serialize(value, oneLine ? Lines : Options));
+        Console.WriteLine(JsonSerializer.Serialize(value, oneLine ? Lines : Indented));
 
     public static Option<bool> Option() => new("--json") { Description = "Print the result as JSON on stdout instead of tables" };
 }
