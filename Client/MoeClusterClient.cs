@@ -125,6 +125,16 @@ public sealed class MoeClusterClient : IAsyncDisposable
         return Layer(name, spec);
     }
 
+    /// <summary>The names of the cluster's layers (from its layer catalog), in ordinal order.</summary>
+    public Task<string[]> ListLayersAsync() => Orleans.GetGrain<ILayerCatalogGrain>(0).List();
+
+    /// <summary>The checkpoint versions the store holds for a layer's router and each of its experts.</summary>
+    public Task<CheckpointVersions[]> ListCheckpointsAsync(string layer)
+    {
+        CheckName(layer);
+        return Orleans.GetGrain<ICheckpointInventoryGrain>(0).List(layer);
+    }
+
     /// <summary>Every live silo's device slots and their leases.</summary>
     public Task<SlotUsage[]> GetSlotUsageAsync() => Orleans.GetGrain<IMoeClusterGrain>(0).GetSlotUsage();
 

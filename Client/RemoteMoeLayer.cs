@@ -220,6 +220,7 @@ public sealed class RemoteMoeLayer
             return false;
         }
         Repeats++;
+        Telemetry.ClientMetrics.RecordRepeat(Name);
         logger.LogInformation("Layer {Layer}: a call failed on its way ({Cause}); the router kept its state, sending it again",
             Name, failure.GetType().Name);
         return true;
@@ -296,6 +297,7 @@ public sealed class RemoteMoeLayer
                 }
             }
             Recoveries++;
+            Telemetry.ClientMetrics.RecordRecovery(Name, LastReplayedMicroBatches);
             LastRecoveryTime = DateTime.UtcNow - started;
             Interlocked.Increment(ref recoveryGeneration);
             logger.LogWarning("Layer {Layer} recovered in {Seconds:F1} s, replaying {Batches} micro-batch(es) (recovery {Count})",

@@ -3,6 +3,7 @@ using MoeCluster.Grains.Checkpoints;
 using MoeCluster.Grains.Compute;
 using MoeCluster.Grains.Experts;
 using MoeCluster.Grains.Placement;
+using MoeCluster.Grains.Telemetry;
 using Orleans.Runtime.MembershipService.SiloMetadata;
 using TorchSharp;
 
@@ -18,12 +19,13 @@ public static class MoeSiloBuilderExtensions
     public static ISiloBuilder AddMoeCluster(this ISiloBuilder builder, MoeSiloOptions options)
     {
         var slots = DeviceInventory.Resolve(options.Devices, options.ExpertsPerDevice);
-        var store = CheckpointStoreSelection.Open(options.Store, options.ClusterId);
+        ICheckpointStore store = new MeteredCheckpointStore(CheckpointStoreSelection.Open(options.Store, options.ClusterId));
         var threads = options.TorchThreads > 0 ? options.TorchThreads : Environment.ProcessorCount;
         // Process-wide: every silo in the process shares libtorch's intra-op pool.
         torch.set_num_threads(threads);
         builder.UseSiloMetadata(SiloSlotMetadata.Encode(slots, options.AllowOvercommit));
         builder.AddPlacementDirector<DeviceSlotPlacement, DeviceSlotPlacementDirector>();
+        builder.AddIncomingGrainCallFilter<LayerCallMetricsFilter>();
         builder.ConfigureServices(services =>
         {
             services.AddSingleton(new LocalDeviceSlots(slots, options.AllowOvercommit));

@@ -1,8 +1,13 @@
 using System.Net;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using MoeCluster.Hosting.Security;
+using MoeCluster.Hosting.Status;
+using MoeCluster.Hosting.Telemetry;
 using Orleans.Configuration;
+using Orleans.Dashboard;
 
 namespace MoeCluster.Hosting;
 
@@ -11,11 +16,27 @@ public static class MoeSiloHost
 {
     public static IHost Build(MoeSiloOptions options, Action<ILoggingBuilder>? logging = null)
     {
-        var builder = Host.CreateApplicationBuilder();
+        if (options.StatusPort <= 0)
+        {
+            var builder = Host.CreateApplicationBuilder();
+            Configure(builder, options, logging, statusPage: false);
+            return builder.Build();
+        }
+        // The status page needs ASP.NET Core; a silo without one does not start a web server.
+        var web = WebApplication.CreateSlimBuilder();
+        Configure(web, options, logging, statusPage: true);
+        StatusPage.Configure(web, options);
+        var app = web.Build();
+        StatusPage.Map(app);
+        return app;
+    }
+
+    private static void Configure(IHostApplicationBuilder builder, MoeSiloOptions options, Action<ILoggingBuilder>? logging, bool statusPage)
+    {
         builder.Logging.ClearProviders();
         if (logging is not null) logging(builder.Logging);
         else builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss "; })
-            .AddFilter("Orleans", LogLevel.Warning).AddFilter("Microsoft", LogLevel.Warning);
+            .AddFilter("Orleans", LogLevel.Warning).AddFilter("Microsoft", LogLevel.Warning).AddFilter("Polly", LogLevel.Warning);
         builder.UseOrleans(silo =>
         {
             ConfigureClustering(silo, options);
@@ -24,8 +45,10 @@ public static class MoeSiloHost
             silo.Configure<ClusterMembershipOptions>(FailureDetection.Configure);
             ConfigureTls(silo, options);
             silo.AddMoeCluster(options);
+            if (statusPage) silo.AddDashboard();
         });
-        return builder.Build();
+        if (statusPage) builder.Services.AddSingleton<LocalMetricTotals>();
+        MetricsExport.AddTo(builder, options);
     }
 
     private static void ConfigureTls(ISiloBuilder silo, MoeSiloOptions options)

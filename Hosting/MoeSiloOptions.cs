@@ -25,4 +25,12 @@ public sealed record MoeSiloOptions
     public string? TlsCertificate { get; init; }
     /// <summary>With <see cref="TlsCertificate"/>: the cluster's CA (PEM); every silo and client must then present a certificate it issued.</summary>
     public string? TlsAuthority { get; init; }
+    /// <summary>Port of the status page (the Orleans Dashboard under <c>/dashboard</c>, the MoE page at <c>/</c>); 0: no page.</summary>
+    public int StatusPort { get; init; }
+    /// <summary>Address the status page listens on: loopback unless another is asked for.</summary>
+    public string StatusHost { get; init; } = "127.0.0.1";
+    /// <summary>An OTLP collector (<c>http://host:4317</c>) to export the metrics to; null: no export.</summary>
+    public string? OtlpEndpoint { get; init; }
+    /// <summary>Port of a Prometheus scrape endpoint (<c>http://localhost:PORT/metrics</c>); 0: none.</summary>
+    public int PrometheusPort { get; init; }
 }

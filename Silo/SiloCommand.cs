@@ -9,32 +9,54 @@ public static class SiloCommand
 {
     public static RootCommand Create()
     {
-        var defaults = new MoeSiloOptions();
+        // appsettings.json and MOE_Silo__* variables set the defaults that the command line overrides.
+        MoeSiloOptions defaults;
+        string? configurationError = null;
+        try
+        {
+            defaults = SiloConfiguration.Load();
+        }
+        catch (Exception e) when (e is InvalidOperationException or FormatException or IOException)
+        {
+            (defaults, configurationError) = (new MoeSiloOptions(), e.Message);
+        }
         var cluster = new Option<string>("--cluster") { Description = "Membership: localhost, or redis://host:port", DefaultValueFactory = _ => defaults.Cluster };
         var port = new Option<int>("--port") { Description = "Silo-to-silo port", DefaultValueFactory = _ => defaults.SiloPort };
         var gateway = new Option<int>("--gateway-port") { Description = "Port clients connect to", DefaultValueFactory = _ => defaults.GatewayPort };
         var primary = new Option<int>("--primary-port") { Description = "With localhost membership: the silo port of the silo the others join", DefaultValueFactory = _ => defaults.PrimarySiloPort };
         var devices = new Option<string>("--devices") { Description = "auto, cpu, or cuda:0,cuda:1,...", DefaultValueFactory = _ => defaults.Devices };
         var perDevice = new Option<int>("--experts-per-device") { Description = "Expert slots per device", DefaultValueFactory = _ => defaults.ExpertsPerDevice };
-        var overcommit = new Option<bool>("--overcommit") { Description = "Accept experts beyond the slots instead of refusing them" };
+        var overcommit = new Option<bool>("--overcommit") { Description = "Accept experts beyond the slots instead of refusing them", DefaultValueFactory = _ => defaults.AllowOvercommit };
         var clusterId = new Option<string>("--cluster-id") { Description = "Orleans cluster id (silos and clients must agree)", DefaultValueFactory = _ => defaults.ClusterId };
-        var threads = new Option<int>("--threads") { Description = "libtorch intra-op threads (0 = one per core)", DefaultValueFactory = _ => 0 };
+        var threads = new Option<int>("--threads") { Description = "libtorch intra-op threads (0 = one per core)", DefaultValueFactory = _ => defaults.TorchThreads };
         var store = new Option<string>("--store") { Description = "Checkpoints: a directory shared by the cluster's silos, or redis://host:port", DefaultValueFactory = _ => defaults.Store };
         var name = new Option<string>("--name") { Description = "Silo name in logs", DefaultValueFactory = _ => defaults.SiloName };
-        var tlsCert = new Option<string?>("--tls-cert") { Description = "TLS for silo and client traffic: PEM file with this silo's certificate and private key (or a .pfx)" };
-        var tlsCa = new Option<string?>("--tls-ca") { Description = "With --tls-cert: the cluster's CA certificate (PEM); silos and clients must present a certificate it issued" };
+        var tlsCert = new Option<string?>("--tls-cert") { Description = "TLS for silo and client traffic: PEM file with this silo's certificate and private key (or a .pfx)", DefaultValueFactory = _ => defaults.TlsCertificate };
+        var tlsCa = new Option<string?>("--tls-ca") { Description = "With --tls-cert: the cluster's CA certificate (PEM); silos and clients must present a certificate it issued", DefaultValueFactory = _ => defaults.TlsAuthority };
+        var statusPort = new Option<int>("--status-port") { Description = "Port of the status page (MoE page at /, Orleans Dashboard at /dashboard/); 0: none", DefaultValueFactory = _ => defaults.StatusPort };
+        var statusHost = new Option<string>("--status-host") { Description = "Address the status page listens on (0.0.0.0: every interface)", DefaultValueFactory = _ => defaults.StatusHost };
+        var otlp = new Option<string?>("--otlp-endpoint") { Description = "Export metrics to this OTLP collector, e.g. http://localhost:4317; none by default", DefaultValueFactory = _ => defaults.OtlpEndpoint };
+        var prometheus = new Option<int>("--prometheus-port") { Description = "Serve metrics for Prometheus at http://localhost:PORT/metrics; 0: none", DefaultValueFactory = _ => defaults.PrometheusPort };
 
         var command = new RootCommand("Runs one MoeCluster silo: it hosts experts on its device slots until Ctrl+C.\n\n" +
             "Example (two silos on one machine, then the demo against them):\n" +
             "  ./moe silo --port 11111 --gateway-port 30000\n" +
             "  ./moe silo --port 11112 --gateway-port 30001 --primary-port 11111\n" +
-            "With mutual TLS: ./moe silo --tls-cert silo.pem --tls-ca ca.pem")
+            "With mutual TLS: ./moe silo --tls-cert silo.pem --tls-ca ca.pem\n" +
+            "Every option can also be set in appsettings.json (section \"Silo\", e.g. \"GatewayPort\": 30001) or as an\n" +
+            "environment variable (MOE_Silo__GatewayPort=30001); the command line wins. See docs/configuration.md.")
         {
-            cluster, port, gateway, primary, devices, perDevice, overcommit, clusterId, threads, store, name, tlsCert, tlsCa,
+            cluster, port, gateway, primary, devices, perDevice, overcommit, clusterId, threads, store, name,
+            statusPort, statusHost, otlp, prometheus, tlsCert, tlsCa,
         };
         command.SetAction(async (parse, cancel) =>
         {
-            var options = new MoeSiloOptions
+            if (configurationError is not null)
+            {
+                Console.Error.WriteLine($"moe silo: the configuration is not valid: {configurationError}");
+                return 2;
+            }
+            var options = defaults with // keeps what only the configuration sets (ServiceId)
             {
                 Cluster = parse.GetValue(cluster)!,
                 SiloPort = parse.GetValue(port),
@@ -49,6 +71,10 @@ public static class SiloCommand
                 Store = parse.GetValue(store)!,
                 TlsCertificate = parse.GetValue(tlsCert),
                 TlsAuthority = parse.GetValue(tlsCa),
+                StatusPort = parse.GetValue(statusPort),
+                StatusHost = parse.GetValue(statusHost)!,
+                OtlpEndpoint = parse.GetValue(otlp),
+                PrometheusPort = parse.GetValue(prometheus),
             };
             try
             {
@@ -57,7 +83,9 @@ public static class SiloCommand
                 using var host = MoeSiloHost.Build(options);
                 await host.StartAsync(cancel);
                 Console.WriteLine($"moe silo {options.SiloName}: silo port {options.SiloPort}, gateway {options.GatewayPort}, " +
-                    $"cluster {options.Cluster}, slots {string.Join(", ", slots.Select(s => $"{s.Device}×{s.Capacity}"))}, store {options.Store}; Ctrl+C stops it");
+                    $"cluster {options.Cluster}, slots {string.Join(", ", slots.Select(s => $"{s.Device}×{s.Capacity}"))}, store {options.Store}" +
+                    (options.StatusPort > 0 ? $", status page http://{options.StatusHost}:{options.StatusPort}/" : "") +
+                    (options.PrometheusPort > 0 ? $", metrics http://localhost:{options.PrometheusPort}/metrics" : "") + "; Ctrl+C stops it");
                 await host.WaitForShutdownAsync(CancellationToken.None);
                 return 0;
             }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks each prerequisite of MoeCluster and installs only what is missing, printing one line per
 # check or action. Safe to run any number of times. Sourced by ./moe; callable on its own.
-#   bootstrap.sh [redis]   -- "redis" also makes sure a redis-server binary is present
+#   bootstrap.sh [redis] [chromium]   -- also make sure a redis-server / chromium binary is present
 set -euo pipefail
 
 say() { printf 'bootstrap: %s\n' "$*"; }
@@ -82,13 +82,24 @@ ensure_redis() {
   as_root systemctl disable --now redis-server >/dev/null 2>&1 || true
 }
 
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1; then say "chromium: ok"; return; fi
+  need_root chromium "apt-get install chromium"
+  say "installing chromium from Debian's packages: the status page's test loads it in a headless browser"
+  DEBIAN_FRONTEND=noninteractive as_root apt-get -y -qq install chromium >/dev/null 2>&1 || {
+    as_root apt-get -qq update >/dev/null
+    DEBIAN_FRONTEND=noninteractive as_root apt-get -y -qq install chromium >/dev/null
+  } || die "apt-get install chromium failed"
+}
+
 bootstrap_main() {
   ensure_dotnet
   ensure_libstdcxx
   for want in "$@"; do
     case "$want" in
       redis) ensure_redis ;;
-      *) die "unknown prerequisite '$want'; known: redis" ;;
+      chromium) ensure_chromium ;;
+      *) die "unknown prerequisite '$want'; known: redis, chromium" ;;
     esac
   done
 }

@@ -10,11 +10,12 @@ var siloThreads = new Option<int>("--silo-threads") { Description = "libtorch th
 var probe = new Option<string?>("--memory-probe") { Hidden = true, Description = "Internal: run one memory probe (reference or silo) and print its peak RSS" };
 var probeTokens = new Option<int>("--probe-tokens") { Hidden = true, DefaultValueFactory = _ => 4096 };
 var probeIterations = new Option<int>("--probe-iterations") { Hidden = true, DefaultValueFactory = _ => 3 };
+var plot = new Option<string>("--plot") { Description = "PNG of the ratios to the reference layer", DefaultValueFactory = _ => Path.Combine("plots", "bench-ratios.png") };
 var root = new RootCommand("Times the MoE layer in one run: (a) the reference layer in this process, (b) the cluster with one " +
     "in-process silo, (c) the cluster with two silo processes on loopback, against libtorch's float32 GEMM rate; then the checkpoint stores.\n\n" +
     "Example: ./moe bench --json bench.json")
 {
-    quick, repeats, json, redis, only, siloThreads, probe, probeTokens, probeIterations,
+    quick, repeats, json, redis, only, siloThreads, probe, probeTokens, probeIterations, plot,
 };
 root.SetAction(async (parse, cancel) =>
 {
@@ -59,6 +60,8 @@ root.SetAction(async (parse, cancel) =>
     BenchOutput.WriteTable(report, configs);
     BenchTargets.Write(report);
     if (parse.GetValue(json) is { } path) await BenchOutput.WriteJsonAsync(path, report);
+    var ratios = rows.Where(r => r.RatioToReference is not null).Select(r => ($"{r.Config}\n{r.Mode}", r.RatioToReference!.Value)).ToList();
+    if (ratios.Count > 0) Console.WriteLine($"plot: {MoeCluster.Bench.Plots.BenchRatioPlot.Write(parse.GetValue(plot)!, ratios)}");
     await CheckpointBenchmark.RunAsync(isQuick, parse.GetValue(redis));
     return 0;
 });

@@ -7,8 +7,11 @@ namespace MoeCluster.Cli;
 public sealed class ClusterConnection
 {
     /// <param name="embeddedByDefault">The command runs its own silos unless <c>--cluster</c> is given (the demo).</param>
+    private readonly bool embeddedByDefault;
+
     public ClusterConnection(bool embeddedByDefault = false)
     {
+        this.embeddedByDefault = embeddedByDefault;
         Cluster = new("--cluster")
         {
             Description = embeddedByDefault
@@ -44,6 +47,12 @@ public sealed class ClusterConnection
         Description = "For a cluster with TLS: the cluster's CA certificate (PEM)",
     };
 
+    public Option<double> ConnectTimeout { get; } = new("--connect-timeout")
+    {
+        Description = "Seconds to wait for a gateway of the cluster before giving up (exit code 3)",
+        DefaultValueFactory = _ => 15,
+    };
+
     public void AddTo(Command command)
     {
         command.Options.Add(Cluster);
@@ -51,6 +60,30 @@ public sealed class ClusterConnection
         command.Options.Add(ClusterId);
         command.Options.Add(TlsCertificate);
         command.Options.Add(TlsAuthority);
+        if (!embeddedByDefault) command.Options.Add(ConnectTimeout);
+    }
+
+    /// <summary>
+    /// Connects, or throws <see cref="ClusterUnreachableException"/> after <c>--connect-timeout</c>:
+    /// the Orleans client itself retries a gateway that is not there for as long as it is let.
+    /// </summary>
+    public async Task<MoeClusterClient> ConnectAsync(ParseResult parse, CancellationToken cancel)
+    {
+        var options = Options(parse);
+        var seconds = parse.GetValue(ConnectTimeout);
+        if (seconds <= 0) throw new ArgumentException($"--connect-timeout is {seconds}; expected a number of seconds > 0");
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        timeout.CancelAfter(TimeSpan.FromSeconds(seconds));
+        try
+        {
+            return await MoeClusterClient.ConnectAsync(options, timeout.Token);
+        }
+        catch (OperationCanceledException e) when (!cancel.IsCancellationRequested)
+        {
+            var where = options.Cluster is "localhost" ? $"localhost, gateway port(s) {string.Join(", ", options.GatewayPorts)}" : options.Cluster;
+            throw new ClusterUnreachableException(
+                $"no gateway of cluster \"{options.ClusterId}\" at {where} answered within {seconds} s; expected running silos (./moe silo) there", e);
+        }
     }
 
     public MoeClientOptions Options(ParseResult parse) => new()

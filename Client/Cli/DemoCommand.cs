@@ -20,6 +20,8 @@ public static class DemoCommand
         var connection = new ClusterConnection(embeddedByDefault: true);
         var layer = new Option<string>("--layer") { Description = "Name of the demo's layer", DefaultValueFactory = _ => d.Layer };
         var export = new Option<string?>("--export") { Description = "Write the trained layer as a safetensors file when training ends" };
+        var plots = new Option<string>("--plots") { Description = "Directory for the PNG plots of the loss and of tokens per expert over steps", DefaultValueFactory = _ => d.Plots! };
+        var noPlots = new Option<bool>("--no-plots") { Description = "Write no plots" };
         var keep = new Option<bool>("--keep") { Description = "With --cluster: leave the layer in the cluster (it is deleted by default)" };
         var lr = new Option<double>("--lr") { Description = "Learning rate of the layer and of the local embedding and head", DefaultValueFactory = _ => d.LearningRate };
         var capacity = new Option<double>("--capacity-factor") { Description = "The layer's capacity factor in training (0: dropless)", DefaultValueFactory = _ => d.CapacityFactor };
@@ -33,7 +35,7 @@ public static class DemoCommand
             "Against running silos: ./moe demo --cluster redis://127.0.0.1:6379 --export demo.safetensors\n" +
             "Fine-tune: ./moe demo --init demo.safetensors --capacity-factor 2 --expert-dropout 0.4 --freeze-router --steps 50")
         {
-            steps, experts, topK, silos, perDevice, batch, seed, checkpointEvery, json, layer, export, keep, lr, capacity, dropout, init, inspect, plot,
+            steps, experts, topK, silos, perDevice, batch, seed, checkpointEvery, json, layer, export, keep, lr, capacity, dropout, init, inspect, plot, plots, noPlots,
         };
         connection.AddTo(command);
         controls.AddTo(command);
@@ -61,6 +63,7 @@ public static class DemoCommand
                 Controls = controls.Controls(parse),
                 Inspect = parse.GetValue(inspect),
                 Plot = parse.GetValue(plot),
+                Plots = parse.GetValue(noPlots) ? null : parse.GetValue(plots),
             }, cancel);
             return 0;
         });

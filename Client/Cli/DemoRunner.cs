@@ -45,6 +45,8 @@ public sealed record DemoOptions
     public string? Plot { get; init; }
     /// <summary>Log no progress to the console (the sweep runs the demo many times).</summary>
     public bool Quiet { get; init; }
+    /// <summary>Where the loss and tokens-per-expert PNGs go; null: no plots.</summary>
+    public string? Plots { get; init; } = "plots";
 }
 
 /// <summary>What <c>./moe demo --json</c> prints.</summary>
@@ -62,6 +64,8 @@ public sealed record DemoSummary(
     /// <summary>With --inspect: per expert, what it received on the evaluation tokens.</summary>
     [JsonPropertyName("specialization"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public SpecializationReport? Specialization { get; init; }
+    /// <summary>The PNGs written (loss, tokens per expert), absolute paths; empty with no plots.</summary>
+    [JsonPropertyName("plots")] public string[] Plots { get; init; } = [];
 }
 
 /// <summary>
@@ -125,6 +129,7 @@ public static class DemoRunner
         using var optimizer = optim.AdamW(model.parameters(), lr: options.LearningRate);
         using var generator = new Generator((ulong)options.Seed);
         var losses = new List<double>(options.Steps);
+        var routedPerStep = new List<long[]>(options.Steps);
 
         async Task TrainStep()
         {
@@ -137,6 +142,7 @@ public static class DemoRunner
                 loss = total.item<float>();
                 total.add(model.Moe.AuxLoss!).backward();
             }
+            routedPerStep.Add(model.Moe.LastRouting!.Routed);
             optimizer.step();
             optimizer.zero_grad();
             await layer.StepAsync();
@@ -179,6 +185,7 @@ public static class DemoRunner
             Seconds: watch.Elapsed.TotalSeconds)
         {
             Specialization = options.Inspect ? report : null,
+            Plots = options.Plots is { } directory ? Plots.DemoPlots.Write(directory, losses, routedPerStep) : [],
         };
 
         if (options.Json && !options.Quiet)
@@ -191,6 +198,7 @@ public static class DemoRunner
             Charts.SpecializationHeatMap(report, plot);
             console.MarkupLine($"wrote the heat map of classes per expert to {Markup.Escape(plot)}");
         }
+        if (!options.Json) foreach (var written in summary.Plots) console.MarkupLine($"plot: {Markup.Escape(written)}");
         if (options.Export is { } path)
         {
             var version = await ExportCommands.WriteAsync(layer, path);

@@ -27,7 +27,7 @@ public static class ExportCommands
         connection.AddTo(command);
         command.SetAction(async (parse, cancel) =>
         {
-            await using var client = await MoeClusterClient.ConnectAsync(connection.Options(parse), cancel);
+            await using var client = await connection.ConnectAsync(parse, cancel);
             var path = parse.GetValue(output)!;
             var version = await WriteAsync(await client.GetLayerAsync(parse.GetValue(layer)!), path);
             Console.WriteLine($"exported layer \"{parse.GetValue(layer)}\" at version {version} to {path}");
@@ -46,7 +46,7 @@ public static class ExportCommands
         connection.AddTo(command);
         command.SetAction(async (parse, cancel) =>
         {
-            await using var client = await MoeClusterClient.ConnectAsync(connection.Options(parse), cancel);
+            await using var client = await connection.ConnectAsync(parse, cancel);
             var remote = await client.GetLayerAsync(parse.GetValue(layer)!);
             using var content = SafeTensorsFile.Read(parse.GetValue(input)!);
             var version = await remote.ImportWeightsAsync(content.Tensors);

@@ -469,6 +469,7 @@ public sealed class ExpertGrain(
         incarnation = record.Incarnation;
         logger.LogInformation("Expert {Expert} taken over on silo {Silo}, device {Device}, at version {Version} with {Pending} forward(s) awaiting backward",
             Name, slots.Local.Silo, device, version, record.SavedInputs.Length);
+        MoeCluster.Grains.Telemetry.MoeMetrics.RecordMigration(layer, index);
         return true;
     }
 

@@ -293,6 +293,7 @@ public sealed partial class RouterGrain(
         version = durableVersion = 0;
         controls = new TrainingControls();
         await WriteCheckpoint(); // the layer exists once its router's version 0 is durable
+        await GrainFactory.GetGrain<ILayerCatalogGrain>(0).Add(Layer);
         logger.LogInformation("Layer {Layer} created: {Experts} experts, top-{K}, on {Silos} silo(s)",
             Layer, newConfig.NumExperts, newConfig.TopK, placements.Select(p => p.Silo).Distinct().Count());
         return await GetStats();
@@ -392,6 +393,7 @@ public sealed partial class RouterGrain(
                 droppedTotals[e] += routing.Stats.Dropped[e];
             }
             if (labels is not null) specialization.Add(routing.Plan, routing.Stats, labels);
+            MoeCluster.Grains.Telemetry.MoeMetrics.RecordRouting(Layer, routing.Stats.Routed, routing.Stats.Dropped);
             var result = new LayerForwardResult(y, routing.AuxLoss, routing.LoadBalancingLoss, routing.ZLoss,
                 new RoutingSummary(routing.Stats.Tokens, routing.Stats.Capacity, routing.Stats.Routed, routing.Stats.Dropped), epoch);
             if (train)
@@ -723,6 +725,7 @@ public sealed partial class RouterGrain(
         await DiscardPending();
         await Task.WhenAll(experts.Select(e => e.Delete()));
         await store.DeleteAsync(CheckpointKey);
+        await GrainFactory.GetGrain<ILayerCatalogGrain>(0).Remove(Layer);
         var r = router; var o = optimizer;
         (spec, config, router, optimizer, experts) = (null, null, null, null, []);
         controls = new TrainingControls();

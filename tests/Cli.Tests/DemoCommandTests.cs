@@ -8,7 +8,8 @@ public class DemoCommandTests
     [Fact]
     public async Task Demo_trains_end_to_end_on_an_embedded_cluster_and_its_loss_falls()
     {
-        var (exit, stdout, stderr) = await MoeProcess.RunAsync(MoeProcess.CliDll, "demo --steps 40 --json", TimeSpan.FromMinutes(3));
+        var plots = Directory.CreateTempSubdirectory("moe-demo-plots-").FullName;
+        var (exit, stdout, stderr) = await MoeProcess.RunAsync(MoeProcess.CliDll, $"demo --steps 40 --json --plots {plots}", TimeSpan.FromMinutes(3));
         Assert.True(exit == 0, $"exit {exit}; stderr: {stderr}");
         using var summary = JsonDocument.Parse(stdout);
         var root = summary.RootElement;
@@ -22,6 +23,13 @@ public class DemoCommandTests
         Assert.Equal(8, tokens.Length);
         // Every assignment is routed or dropped: 40 steps × 256 tokens and the 1,024-token evaluation, × top-2.
         Assert.Equal((40 * 256 + 1024) * 2, tokens.Sum() + root.GetProperty("dropped").GetInt64());
+
+        // The loss curve and tokens per expert over steps, as PNG files, named in the summary.
+        var written = root.GetProperty("plots").EnumerateArray().Select(p => p.GetString()!).ToArray();
+        Assert.Equal(new[] { Path.Combine(plots, "loss.png"), Path.Combine(plots, "tokens-per-expert.png") }, written);
+        foreach (var png in written)
+            Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, File.ReadAllBytes(png)[..4]);
+        Directory.Delete(plots, recursive: true);
     }
 
     [Fact]

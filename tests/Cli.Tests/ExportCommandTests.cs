@@ -21,7 +21,7 @@ public class ExportCommandTests
                 var file = Path.Combine(cluster.Store, $"demo-{run}.safetensors");
                 files.Add(file);
                 var (exit, stdout, stderr) = await MoeProcess.RunAsync(MoeProcess.CliDll,
-                    $"demo --cluster {cluster.Address} --cluster-id {cluster.ClusterId} --steps 15 --seed 5 --json --export {file}", TimeSpan.FromMinutes(3));
+                    $"demo --cluster {cluster.Address} --cluster-id {cluster.ClusterId} --steps 15 --seed 5 --json --no-plots --export {file}", TimeSpan.FromMinutes(3));
                 Assert.True(exit == 0, $"run {run}: exit {exit}; stderr: {stderr}");
                 Assert.Contains("\"final_loss\"", stdout);
             }

@@ -1,0 +1,44 @@
+using MoeCluster.Client;
+using MoeCluster.Client.Tests;
+using Xunit;
+
+namespace MoeCluster.Cli.Tests;
+
+/// <summary>
+/// One silo process for the command tests, with its status page and Prometheus endpoint on, so
+/// that one start (the slowest part) serves every command.
+/// </summary>
+public sealed class RunningCluster : IAsyncLifetime
+{
+    public ProcessCluster Cluster { get; private set; } = null!;
+    public MoeClusterClient Client { get; private set; } = null!;
+    public int StatusPort { get; private set; }
+    public int PrometheusPort { get; private set; }
+
+    /// <summary>The options that point a CLI command at this cluster.</summary>
+    public string Connect => $"--cluster {Cluster.Address} --cluster-id {Cluster.ClusterId}";
+
+    public async Task InitializeAsync()
+    {
+        var ports = SiloProcess.FreePorts(2);
+        (StatusPort, PrometheusPort) = (ports[0], ports[1]);
+        Cluster = await ProcessCluster.StartAsync(silos: 1,
+            $"--devices cpu --experts-per-device 16 --threads 1 --status-port {StatusPort} --prometheus-port {PrometheusPort}");
+        Client = await Cluster.Connect();
+    }
+
+    public Task<(int ExitCode, string Stdout, string Stderr)> Moe(string arguments) =>
+        MoeProcess.RunAsync(MoeProcess.CliDll, arguments, TimeSpan.FromMinutes(2));
+
+    public async Task DisposeAsync()
+    {
+        await Client.DisposeAsync();
+        await Cluster.DisposeAsync();
+    }
+}
+
+[CollectionDefinition(Name)]
+public sealed class RunningClusterCollection : ICollectionFixture<RunningCluster>
+{
+    public const string Name = "one silo process with its status page";
+}
