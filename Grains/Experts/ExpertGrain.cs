@@ -90,21 +90,46 @@ public sealed class ExpertGrain(
 
     private ExpertPlacement Placement => new(slots.Local.Silo.ToString(), device);
 
-    public async Task<ExpertPlacement> Initialize(LayerSpec newSpec)
+    public async Task<ExpertPlacement> Initialize(LayerSpec newSpec, long atVersion, byte[]? parentState)
     {
-        if (spec is not null)
-        {
-            if (spec != newSpec)
-                throw new ArgumentException($"expert {Name} was already initialised with a different spec; delete the layer before changing its spec");
-            return Placement;
-        }
-        var config = LayerSpecMapping.ToConfig(newSpec);
-        if (index < 0 || index >= config.NumExperts)
-            throw new ArgumentException($"expert index {index} is out of range; layer \"{layer}\" has experts 0..{config.NumExperts - 1}");
+        if (spec is not null && !SameExpert(spec, newSpec))
+            throw new ArgumentException($"expert {Name} was already initialised with a different spec; delete the layer before changing its spec");
+        if (index < 0)
+            throw new ArgumentException($"expert id {index} is not valid; expected an id ≥ 0");
+        if (atVersion < 0)
+            throw new ArgumentException($"expert {Name} cannot start at version {atVersion}; expected a version ≥ 0");
+        // Built again even when it exists: an expert added at a step the layer went back before
+        // is added again by the replay, and must start where it started the first time.
+        await CheckpointWriteSettled();
+        await DisposeModel();
         await BuildModel(newSpec);
-        version = 0;
-        await WriteCheckpoint(); // version 0, so that a lost expert comes back without its router
+        if (parentState is not null)
+        {
+            var record = CheckpointCodec.DecodeTransfer(parentState, layer);
+            var e = expert!; var o = optimizer!; var owner = $"expert {Name} (a split of expert {layer}/{record.Index})";
+            await queue.RunAsync(() =>
+            {
+                ModelState.Restore(e.Ffn.named_parameters(), record.Weights, owner);
+                ModelState.RestoreOptimizer(o, record.OptimizerState, owner);
+            });
+        }
+        version = atVersion;
+        incarnation = Guid.NewGuid().ToString("N");
+        await WriteCheckpoint(); // so that a lost expert comes back without its router
         return Placement;
+    }
+
+    /// <summary>Two specs build the same expert: only the layer's expert count may differ (it changes as experts come and go).</summary>
+    private static bool SameExpert(LayerSpec a, LayerSpec b) => a with { NumExperts = b.NumExperts } == b;
+
+    public async Task<byte[]> ExportState(long layerVersion)
+    {
+        var (_, e) = Ready();
+        CheckState(layerVersion, null);
+        if (e.PendingCount > 0)
+            throw new InvalidOperationException($"expert {Name} has {e.PendingCount} training forward(s) awaiting backward; its state is exported at a step boundary");
+        var record = await Capture(stepState: false);
+        return await Task.Run(() => CheckpointCodec.Encode(record));
     }
 
     private async Task BuildModel(LayerSpec newSpec)
