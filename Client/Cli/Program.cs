@@ -8,6 +8,7 @@ var root = new RootCommand("moe: the MoeCluster command-line tool. `./moe <comma
     ExportCommands.Import(),
     InspectCommand.Create(),
     SweepCommand.Create(),
+    ExpertsCommand.Create(),
 };
 try
 {
