@@ -424,6 +424,12 @@ public sealed class RemoteMoeLayer
         return result;
     }
 
+    /// <summary>
+    /// Moves expert <paramref name="id"/> live to <paramref name="silo"/> (a silo as the layer's
+    /// stats name it), at a step boundary; the layer's results do not change. Returns the move.
+    /// </summary>
+    public Task<ExpertMove> MoveExpertAsync(int id, string silo) => Retry(() => router.MoveExpert(id, silo));
+
     public Task<TrainingControls> GetTrainingControlsAsync() => Retry(() => router.GetTrainingControls());
 
     /// <summary>Optimizer steps applied to the layer.</summary>

@@ -76,6 +76,13 @@ public interface IMoeExpertGrain : IGrainWithIntegerCompoundKey
     /// </summary>
     Task HandOff();
 
+    /// <summary>
+    /// Moves this live expert to <paramref name="target"/>: captures its whole state (as a hand-off
+    /// does) and migrates with a placement hint; the next activation, on the target, takes the state
+    /// over from the migration with no store round trip. Returns the size of that state in bytes.
+    /// </summary>
+    Task<long> MigrateTo(SiloAddress target);
+
     /// <summary>Deletes the expert's checkpoints and deactivates it.</summary>
     Task Delete();
 

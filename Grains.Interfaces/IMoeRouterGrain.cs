@@ -86,6 +86,14 @@ public interface IMoeRouterGrain : IGrainWithStringKey
     [AlwaysInterleave]
     Task<ExpertSetChange> GetExpertSet();
 
+    /// <summary>
+    /// Moves expert <paramref name="id"/> live to the silo named <paramref name="silo"/> (as
+    /// <see cref="ExpertPlacement.Silo"/> names it), at a step boundary: refused while a step has
+    /// micro-batches on it. Weights, optimizer state and version travel with it; the layer's
+    /// results do not change. Returns the move, which the layer's stats also list.
+    /// </summary>
+    Task<ExpertMove> MoveExpert(int id, string silo);
+
     /// <summary>Deletes the layer: its experts, its checkpoints, and the router's state.</summary>
     Task Delete();
 

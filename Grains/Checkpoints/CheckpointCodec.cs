@@ -46,8 +46,8 @@ public static class CheckpointCodec
         return record;
     }
 
-    /// <summary>An expert's state handed to another expert of the same layer (a split): checks its kind and layer only.</summary>
-    public static CheckpointRecord DecodeTransfer(byte[] bytes, string layer)
+    /// <summary>An expert's state handed to another activation (a migration) or another expert of the same layer (a split): checks its kind and layer only.</summary>
+    public static CheckpointRecord DecodeTransfer(byte[] bytes, string layer, string kind = CheckpointRecord.ExpertKind)
     {
         CheckpointRecord record;
         try
@@ -58,9 +58,9 @@ public static class CheckpointCodec
         {
             throw new CheckpointCorruptException($"an expert state sent to layer \"{layer}\" cannot be decoded: {e.Message}");
         }
-        if (record.Schema > CheckpointRecord.CurrentSchema || record.Kind != CheckpointRecord.ExpertKind || record.Layer != layer)
+        if (record.Schema > CheckpointRecord.CurrentSchema || record.Kind != kind || record.Layer != layer)
             throw new CheckpointCorruptException(
-                $"an expert state sent to layer \"{layer}\" holds {Describe(record)} (schema {record.Schema}); expected an expert of that layer, schema ≤ {CheckpointRecord.CurrentSchema}");
+                $"an expert state sent to layer \"{layer}\" holds {Describe(record)} (schema {record.Schema}); expected {kind} of that layer, schema ≤ {CheckpointRecord.CurrentSchema}");
         return record;
     }
 

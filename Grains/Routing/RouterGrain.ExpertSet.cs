@@ -38,11 +38,7 @@ public sealed partial class RouterGrain
         if (changeNumber is { } next && next != expertChanges + 1)
             throw new InvalidOperationException(
                 $"expert-set change {next} cannot be applied to layer \"{Layer}\": it has had {expertChanges} change(s), so the next is {expertChanges + 1}");
-        if (pending.Count > 0 || runningStep is not null || trainedSinceStep)
-            throw new InvalidOperationException(
-                $"{what} on layer \"{Layer}\" happens at a step boundary, but step {version + 1} has begun: " +
-                (runningStep is { } running ? $"step {running.Id} is being applied" : $"{pending.Count} training micro-batch(es) are in flight, and its micro-batches have run") +
-                $"; apply step {version + 1} first (or change the experts before its first forward)");
+        RefuseMidStep(what, "change the experts");
         await MakeDurable($"{what} is not applied to layer \"{Layer}\"");
 
         var plan = planChange();
@@ -86,6 +82,16 @@ public sealed partial class RouterGrain
         logger.LogInformation("Layer {Layer} at version {Version}: {What}; experts now {Ids} (change {Change})",
             Layer, version, what, ExpertSetPlan.Describe(expertIds), expertChanges);
         return new ExpertSetChange(expertChanges, version, expertIds, plan.Added, plan.Removed, newSpec);
+    }
+
+    /// <summary>Throws unless the layer is at a step boundary: no step applied now, and no micro-batch of the coming step has run.</summary>
+    private void RefuseMidStep(string what, string instead)
+    {
+        if (pending.Count > 0 || runningStep is not null || trainedSinceStep)
+            throw new InvalidOperationException(
+                $"{what} on layer \"{Layer}\" happens at a step boundary, but step {version + 1} has begun: " +
+                (runningStep is { } running ? $"step {running.Id} is being applied" : $"{pending.Count} training micro-batch(es) are in flight, and its micro-batches have run") +
+                $"; apply step {version + 1} first (or {instead} before its first forward)");
     }
 
     /// <summary>Training controls that no longer name removed experts.</summary>

@@ -797,6 +797,7 @@ public sealed partial class RouterGrain(
             MicroBatches = microBatches,
             PendingBatches = pending.Count,
             ExpiredBatches = expiredBatches,
+            Moves = moves.ToArray(),
         };
     }
 

@@ -23,7 +23,8 @@ public class ExpertsCommandTests
         var remove = await MoeProcess.RunAsync(MoeProcess.CliDll, $"experts remove {connect} --ids 0,4", TimeSpan.FromMinutes(1));
         Assert.True(remove.ExitCode == 0, remove.Stderr);
         Assert.Equal("removed expert(s) 0, 4 from layer \"elastic\" at version 0; its 5 experts are now 1, 2, 3, 5, 6", remove.Stdout.Trim());
-        Assert.Equal([1, 2, 3, 5, 6], (await layer.GetExpertSetAsync()).ExpertIds);
+        var set = await layer.GetExpertSetAsync();
+        Assert.Equal(new[] { 1, 2, 3, 5, 6 }, set.ExpertIds);
 
         var unknown = await MoeProcess.RunAsync(MoeProcess.CliDll, $"experts remove {connect} --ids 9", TimeSpan.FromMinutes(1));
         Assert.Equal(2, unknown.ExitCode);
