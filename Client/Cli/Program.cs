@@ -9,6 +9,7 @@ var root = new RootCommand("moe: the MoeCluster command-line tool. `./moe <comma
     InspectCommand.Create(),
     SweepCommand.Create(),
     ExpertsCommand.Create(),
+    RebalanceCommand.Create(),
 };
 try
 {
