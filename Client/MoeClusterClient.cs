@@ -135,6 +135,43 @@ public sealed class MoeClusterClient : IAsyncDisposable
         return Orleans.GetGrain<ICheckpointInventoryGrain>(0).List(layer);
     }
 
+    /// <summary>
+    /// Plans moves of <paramref name="layer"/>'s experts that even out the tokens routed per silo
+    /// since <paramref name="since"/> (a stats snapshot; null: since the layer's start). Changes nothing.
+    /// </summary>
+    public async Task<Rebalancing.RebalancePlan> PlanRebalanceAsync(RemoteMoeLayer layer, LayerStats? since = null, double targetRatio = 1.05)
+    {
+        ArgumentNullException.ThrowIfNull(layer);
+        return Rebalancing.RebalancePlanner.Plan(await layer.GetStatsAsync(), await GetSlotUsageAsync(), since, targetRatio);
+    }
+
+    /// <summary>
+    /// Makes the plan's moves, each at one of the layer's step boundaries: a move refused because
+    /// a step is under way is tried again until <paramref name="patience"/> runs out.
+    /// </summary>
+    public async Task<ExpertMove[]> ApplyRebalanceAsync(RemoteMoeLayer layer, Rebalancing.RebalancePlan plan, TimeSpan? patience = null)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        var moves = new List<ExpertMove>();
+        foreach (var planned in plan.Moves)
+        {
+            var deadline = DateTime.UtcNow + (patience ?? TimeSpan.FromSeconds(60));
+            while (true)
+            {
+                try
+                {
+                    moves.Add(await layer.MoveExpertAsync(planned.Expert, planned.ToSilo));
+                    break;
+                }
+                catch (InvalidOperationException e) when (e.Message.Contains("happens at a step boundary") && DateTime.UtcNow < deadline)
+                {
+                    await Task.Delay(5);
+                }
+            }
+        }
+        return moves.ToArray();
+    }
+
     /// <summary>Every live silo's device slots and their leases.</summary>
     public Task<SlotUsage[]> GetSlotUsageAsync() => Orleans.GetGrain<IMoeClusterGrain>(0).GetSlotUsage();
 

@@ -58,7 +58,8 @@ public sealed class RemoteMoeLayer
     }
 
     public string Name { get; }
-    public LayerSpec Spec { get; }
+    /// <summary>The layer's spec; its expert count follows the changes made through this object.</summary>
+    public LayerSpec Spec { get; private set; }
 
     /// <summary>How many times this object recovered the layer from a lost silo.</summary>
     public int Recoveries { get; private set; }
@@ -321,10 +322,14 @@ public sealed class RemoteMoeLayer
                 $"{string.Join(", ", lost)}; the run cannot continue exactly from here");
         version = durable;
         LastReplayedMicroBatches = 0;
-        foreach (var (stepId, applied, forwards, backwards, controls) in log.After(durable))
+        foreach (var (stepId, applied, forwards, backwards, boundary) in log.After(durable))
         {
-            // The layer went back to a checkpoint older than these controls: set them where they were set.
-            if (controls is not null) await router.SetTrainingControls(controls);
+            // The layer went back to a checkpoint older than these changes: make them where they were made.
+            foreach (var change in boundary)
+            {
+                if (change is TrainingControls controls) await router.SetTrainingControls(controls);
+                else if (change is ExpertSetRequest experts) Spec = (await experts.SendTo(router)).Spec;
+            }
             LastReplayedMicroBatches += forwards.Count;
             foreach (var batch in forwards)
             {
@@ -388,6 +393,44 @@ public sealed class RemoteMoeLayer
         await Retry(async () => { await router.SetTrainingControls(controls); return true; });
         log.SetControls(step, controls);
     }
+
+    /// <summary>
+    /// Adds <paramref name="count"/> experts at a step boundary (before the next step's first
+    /// forward): fresh, or copies of a live expert (<see cref="ExpertInit.Split"/>: weights,
+    /// optimizer state and gate column). They get new ids; no live expert is renumbered. A recovery
+    /// after a lost silo makes the change again at the step it was made at, so replay stays exact.
+    /// </summary>
+    public Task<ExpertSetChange> AddExpertsAsync(int count, ExpertInit? init = null) =>
+        ChangeExpertsAsync(number => new ExpertSetRequest(number, count, init ?? ExpertInit.Fresh, null));
+
+    /// <summary>Adds <paramref name="count"/> copies of expert <paramref name="id"/> (see <see cref="AddExpertsAsync"/>).</summary>
+    public Task<ExpertSetChange> SplitExpertAsync(int id, int count = 1) => AddExpertsAsync(count, ExpertInit.Split(id));
+
+    /// <summary>Removes the experts with these ids at a step boundary; the others keep their ids.</summary>
+    public Task<ExpertSetChange> RemoveExpertsAsync(params int[] ids) =>
+        ChangeExpertsAsync(number => new ExpertSetRequest(number, 0, null, ids));
+
+    /// <summary>The layer's expert ids in gate-column order, and the number of its newest expert-set change.</summary>
+    public Task<ExpertSetChange> GetExpertSetAsync() => Retry(() => router.GetExpertSet());
+
+    private async Task<ExpertSetChange> ChangeExpertsAsync(Func<long, ExpertSetRequest> request)
+    {
+        ThrowIfBackwardFailed();
+        var step = await CurrentStep();
+        // Numbered, so that sending it again after a lost answer does not apply it twice.
+        var current = await GetExpertSetAsync();
+        var change = request(current.ChangeNumber + 1);
+        var result = await Retry(() => change.SendTo(router));
+        log.RecordExpertChange(step, change);
+        Spec = result.Spec;
+        return result;
+    }
+
+    /// <summary>
+    /// Moves expert <paramref name="id"/> live to <paramref name="silo"/> (a silo as the layer's
+    /// stats name it), at a step boundary; the layer's results do not change. Returns the move.
+    /// </summary>
+    public Task<ExpertMove> MoveExpertAsync(int id, string silo) => Retry(() => router.MoveExpert(id, silo));
 
     public Task<TrainingControls> GetTrainingControlsAsync() => Retry(() => router.GetTrainingControls());
 

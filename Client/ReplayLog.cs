@@ -25,8 +25,11 @@ internal sealed class ReplayLog
         public List<Batch> Forwards { get; } = [];
         public List<Batch> Backwards { get; } = [];
         public bool Applied { get; set; }
-        /// <summary>Training controls set before this step's micro-batches, to set again before replaying them.</summary>
-        public TrainingControls? Controls { get; set; }
+        /// <summary>
+        /// What was changed before this step's micro-batches, in order — training controls set, experts
+        /// added or removed (<see cref="ExpertSetRequest"/>) — to do again before replaying them.
+        /// </summary>
+        public List<object> Boundary { get; } = [];
     }
 
     private readonly SortedDictionary<long, StepLog> steps = new();
@@ -63,7 +66,12 @@ internal sealed class ReplayLog
 
     public void SetControls(long stepId, TrainingControls controls)
     {
-        lock (gate) Current(stepId).Controls = controls;
+        lock (gate) Current(stepId).Boundary.Add(controls);
+    }
+
+    public void RecordExpertChange(long stepId, ExpertSetRequest change)
+    {
+        lock (gate) Current(stepId).Boundary.Add(change);
     }
 
     public void MarkApplied(long stepId)
@@ -79,11 +87,11 @@ internal sealed class ReplayLog
     }
 
     /// <summary>The steps after <paramref name="durableVersion"/>, oldest first, as copies safe to iterate.</summary>
-    public List<(long StepId, bool Applied, List<Batch> Forwards, List<Batch> Backwards, TrainingControls? Controls)> After(long durableVersion)
+    public List<(long StepId, bool Applied, List<Batch> Forwards, List<Batch> Backwards, List<object> Boundary)> After(long durableVersion)
     {
         lock (gate)
             return steps.Values.Where(s => s.StepId > durableVersion)
-                .Select(s => (s.StepId, s.Applied, s.Forwards.ToList(), s.Backwards.ToList(), s.Controls)).ToList();
+                .Select(s => (s.StepId, s.Applied, s.Forwards.ToList(), s.Backwards.ToList(), s.Boundary.ToList())).ToList();
     }
 
     /// <summary>Drops a batch that will not come back (discarded by the caller).</summary>

@@ -3,13 +3,22 @@ using Orleans.Concurrency;
 namespace MoeCluster;
 
 /// <summary>
-/// One expert of a layer, keyed by (index, layer name). Its weights and optimizer state live on
+/// One expert of a layer, keyed by (id, layer name); the id is the expert's for its life, while
+/// its gate column may shift as other experts are removed. Its weights and optimizer state live on
 /// the device slot it leased on its silo. Called by its layer's router.
 /// </summary>
 public interface IMoeExpertGrain : IGrainWithIntegerCompoundKey
 {
-    /// <summary>Builds the expert's weights from the spec (deterministically from seed, layer and index).</summary>
-    Task<ExpertPlacement> Initialize(LayerSpec spec);
+    /// <summary>
+    /// Builds the expert's weights from the spec (deterministically from seed, layer and id) at
+    /// layer version <paramref name="version"/>, or, with <paramref name="parentState"/> (what
+    /// <see cref="ExportState"/> of another expert returned), as a copy of that expert's weights
+    /// and optimizer state.
+    /// </summary>
+    Task<ExpertPlacement> Initialize(LayerSpec spec, long version = 0, byte[]? parentState = null);
+
+    /// <summary>The expert's weights and optimizer state at its version, for a split; refused while it holds gradients or saved forwards.</summary>
+    Task<byte[]> ExportState(long layerVersion);
 
     /// <summary>FFN_e of the rows sent; in training the expert keeps what backward needs.</summary>
     /// <remarks>
@@ -66,6 +75,13 @@ public interface IMoeExpertGrain : IGrainWithIntegerCompoundKey
     /// the step goes on with no replay.
     /// </summary>
     Task HandOff();
+
+    /// <summary>
+    /// Moves this live expert to <paramref name="target"/>: captures its whole state (as a hand-off
+    /// does) and migrates with a placement hint; the next activation, on the target, takes the state
+    /// over from the migration with no store round trip. Returns the size of that state in bytes.
+    /// </summary>
+    Task<long> MigrateTo(SiloAddress target);
 
     /// <summary>Deletes the expert's checkpoints and deactivates it.</summary>
     Task Delete();

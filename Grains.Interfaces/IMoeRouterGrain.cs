@@ -66,6 +66,34 @@ public interface IMoeRouterGrain : IGrainWithStringKey
     [AlwaysInterleave]
     Task<TrainingControls> GetTrainingControls();
 
+    /// <summary>
+    /// Adds <paramref name="count"/> experts with fresh ids (one more than the highest id ever
+    /// used), fresh or split from a live expert (<see cref="ExpertInit"/>), at a step boundary:
+    /// refused once a training micro-batch of the coming step has run. The gate and its optimizer
+    /// state grow by one column per expert. <paramref name="changeNumber"/>: null for a new change;
+    /// the number an earlier answer gave, to apply it again after a recovery (a change the layer
+    /// already holds is not applied twice).
+    /// </summary>
+    Task<ExpertSetChange> AddExperts(int count, ExpertInit init, long? changeNumber = null);
+
+    /// <summary>Removes the experts with these ids at a step boundary; the gate loses their columns. Other experts keep their ids.</summary>
+    Task<ExpertSetChange> RemoveExperts(int[] ids, long? changeNumber = null);
+
+    /// <summary>
+    /// The layer's experts by id in gate-column order (0..E−1 until experts are added or removed),
+    /// with the number of the newest change (<see cref="ExpertSetChange.Added"/> and Removed empty).
+    /// </summary>
+    [AlwaysInterleave]
+    Task<ExpertSetChange> GetExpertSet();
+
+    /// <summary>
+    /// Moves expert <paramref name="id"/> live to the silo named <paramref name="silo"/> (as
+    /// <see cref="ExpertPlacement.Silo"/> names it), at a step boundary: refused while a step has
+    /// micro-batches on it. Weights, optimizer state and version travel with it; the layer's
+    /// results do not change. Returns the move, which the layer's stats also list.
+    /// </summary>
+    Task<ExpertMove> MoveExpert(int id, string silo);
+
     /// <summary>Deletes the layer: its experts, its checkpoints, and the router's state.</summary>
     Task Delete();
 

@@ -45,6 +45,8 @@ public sealed record LayerStats
     [Id(6)] public int PendingBatches { get; init; }
     /// <summary>Training micro-batches freed because their backward never came.</summary>
     [Id(7)] public long ExpiredBatches { get; init; }
+    /// <summary>Live moves of experts between silos, oldest first (the router's memory; the newest 100).</summary>
+    [Id(8)] public ExpertMove[] Moves { get; init; } = [];
 
     public long TokensRouted => Experts.Sum(e => e.TokensRouted);
     public long TokensDropped => Experts.Sum(e => e.TokensDropped);

@@ -55,7 +55,7 @@ public static class LoadCommand
             if (n < 1) throw new ArgumentException($"--clients is {n}; expected ≥ 1");
             if (!(duration > 0)) throw new ArgumentException($"--seconds is {duration}; expected > 0");
             if (t < 1) throw new ArgumentException($"--tokens is {t}; expected ≥ 1");
-            await using var client = await MoeClusterClient.ConnectAsync(connection.Options(parse), cancel);
+            await using var client = await connection.ConnectAsync(parse, cancel);
             var report = await RunAsync(client, n, TimeSpan.FromSeconds(duration), t, parse.GetValue(json), cancel);
             if (parse.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(report));
             else Print(report);

@@ -14,6 +14,8 @@ var root = new RootCommand("moe: the MoeCluster command-line tool. `./moe <comma
     InspectCommand.Create(),
     SweepCommand.Create(),
     LoadCommand.Create(),
+    ExpertsCommand.Create(),
+    RebalanceCommand.Create(),
 };
 try
 {

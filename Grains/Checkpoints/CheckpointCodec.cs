@@ -46,5 +46,23 @@ public static class CheckpointCodec
         return record;
     }
 
+    /// <summary>An expert's state handed to another activation (a migration) or another expert of the same layer (a split): checks its kind and layer only.</summary>
+    public static CheckpointRecord DecodeTransfer(byte[] bytes, string layer, string kind = CheckpointRecord.ExpertKind)
+    {
+        CheckpointRecord record;
+        try
+        {
+            record = MessagePackSerializer.Deserialize<CheckpointRecord>(bytes);
+        }
+        catch (MessagePackSerializationException e)
+        {
+            throw new CheckpointCorruptException($"an expert state sent to layer \"{layer}\" cannot be decoded: {e.Message}");
+        }
+        if (record.Schema > CheckpointRecord.CurrentSchema || record.Kind != kind || record.Layer != layer)
+            throw new CheckpointCorruptException(
+                $"an expert state sent to layer \"{layer}\" holds {Describe(record)} (schema {record.Schema}); expected {kind} of that layer, schema ≤ {CheckpointRecord.CurrentSchema}");
+        return record;
+    }
+
     private static string Describe(CheckpointRecord r) => $"{r.Kind} {r.Index} of layer \"{r.Layer}\"";
 }

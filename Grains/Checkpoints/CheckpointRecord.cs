@@ -20,8 +20,12 @@ public sealed class TensorRecord
 [MessagePackObject]
 public sealed class CheckpointRecord
 {
-    /// <summary>2: routers also record their <see cref="TrainingControls"/> (key 11). Schema 1 records read as before, with no controls.</summary>
-    public const int CurrentSchema = 2;
+    /// <summary>
+    /// 2: routers also record their <see cref="TrainingControls"/> (key 11). 3: routers also record
+    /// their experts' ids, the next free id and the number of expert-set changes (keys 12–14).
+    /// Older records read as before: no controls, experts 0..E−1, no changes.
+    /// </summary>
+    public const int CurrentSchema = 3;
     public const string RouterKind = "router";
     public const string ExpertKind = "expert";
     /// <summary>An expert leaving a silo that shuts down: its whole state, mid-step included.</summary>
@@ -46,4 +50,10 @@ public sealed class CheckpointRecord
     [Key(10)] public string Incarnation { get; set; } = "";
     /// <summary>Router only: the <see cref="TrainingControls"/> in effect, as JSON; empty (schema 1, or none set) means the defaults.</summary>
     [Key(11)] public string ControlsJson { get; set; } = "";
+    /// <summary>Router only: the experts' ids in gate-column order; empty (schema ≤ 2) means 0..E−1.</summary>
+    [Key(12)] public int[] ExpertIds { get; set; } = [];
+    /// <summary>Router only: the id the next added expert gets; 0 (schema ≤ 2) means E.</summary>
+    [Key(13)] public int NextExpertId { get; set; }
+    /// <summary>Router only: how many expert-set changes (adds, removals) the layer has had.</summary>
+    [Key(14)] public long ExpertChanges { get; set; }
 }

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 using MoeCluster.Grains.Checkpoints;
@@ -6,6 +7,7 @@ using MoeCluster.Grains.Numerics;
 using MoeCluster.Grains.Placement;
 using MoeCluster.Grains.Training;
 using TorchSharp;
+using Orleans.Runtime.Placement;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -24,8 +26,9 @@ public sealed class ExpertGrain(
     IClusterSlotView slots,
     ICheckpointStore store,
     LocalExperts localExperts,
-    ILogger<ExpertGrain> logger) : Grain, IMoeExpertGrain
+    ILogger<ExpertGrain> logger) : Grain, IMoeExpertGrain, IGrainMigrationParticipant
 {
+    private const string MigrationStateKey = "moe-expert-state";
     private static readonly TimeSpan LeaseRenewal = TimeSpan.FromSeconds(10);
 
     private string layer = "";
@@ -49,6 +52,9 @@ public sealed class ExpertGrain(
     // came back from a checkpoint gets a new one; one that took over a hand-off keeps the old.
     private string incarnation = Guid.NewGuid().ToString("N");
 
+    // A live move: the state captured for the migration (old activation), and received with it (new one).
+    private byte[]? leaving, arriving;
+
     private long tokensProcessed, forwardCalls, backwardCalls, expiredForwards;
     private TimeSpan computeTime;
 
@@ -66,6 +72,12 @@ public sealed class ExpertGrain(
         this.RegisterGrainTimer(() => Registry.Renew(this.GetGrainId().ToString(), slots.Local.Silo, device),
             new GrainTimerCreationOptions(LeaseRenewal, LeaseRenewal) { Interleave = true });
         localExperts.Add(index, layer);
+        if (arriving is { } moved)
+        {
+            arriving = null;
+            await TakeOverMigration(moved);
+            return;
+        }
         var versions = await store.ListVersionsAsync(CheckpointKey, cancellationToken);
         if (versions.Length > 0)
         {
@@ -90,21 +102,46 @@ public sealed class ExpertGrain(
 
     private ExpertPlacement Placement => new(slots.Local.Silo.ToString(), device);
 
-    public async Task<ExpertPlacement> Initialize(LayerSpec newSpec)
+    public async Task<ExpertPlacement> Initialize(LayerSpec newSpec, long atVersion, byte[]? parentState)
     {
-        if (spec is not null)
-        {
-            if (spec != newSpec)
-                throw new ArgumentException($"expert {Name} was already initialised with a different spec; delete the layer before changing its spec");
-            return Placement;
-        }
-        var config = LayerSpecMapping.ToConfig(newSpec);
-        if (index < 0 || index >= config.NumExperts)
-            throw new ArgumentException($"expert index {index} is out of range; layer \"{layer}\" has experts 0..{config.NumExperts - 1}");
+        if (spec is not null && !SameExpert(spec, newSpec))
+            throw new ArgumentException($"expert {Name} was already initialised with a different spec; delete the layer before changing its spec");
+        if (index < 0)
+            throw new ArgumentException($"expert id {index} is not valid; expected an id ≥ 0");
+        if (atVersion < 0)
+            throw new ArgumentException($"expert {Name} cannot start at version {atVersion}; expected a version ≥ 0");
+        // Built again even when it exists: an expert added at a step the layer went back before
+        // is added again by the replay, and must start where it started the first time.
+        await CheckpointWriteSettled();
+        await DisposeModel();
         await BuildModel(newSpec);
-        version = 0;
-        await WriteCheckpoint(); // version 0, so that a lost expert comes back without its router
+        if (parentState is not null)
+        {
+            var record = CheckpointCodec.DecodeTransfer(parentState, layer);
+            var e = expert!; var o = optimizer!; var owner = $"expert {Name} (a split of expert {layer}/{record.Index})";
+            await queue.RunAsync(() =>
+            {
+                ModelState.Restore(e.Ffn.named_parameters(), record.Weights, owner);
+                ModelState.RestoreOptimizer(o, record.OptimizerState, owner);
+            });
+        }
+        version = atVersion;
+        incarnation = Guid.NewGuid().ToString("N");
+        await WriteCheckpoint(); // so that a lost expert comes back without its router
         return Placement;
+    }
+
+    /// <summary>Two specs build the same expert: only the layer's expert count may differ (it changes as experts come and go).</summary>
+    private static bool SameExpert(LayerSpec a, LayerSpec b) => a with { NumExperts = b.NumExperts } == b;
+
+    public async Task<byte[]> ExportState(long layerVersion)
+    {
+        var (_, e) = Ready();
+        CheckState(layerVersion, null);
+        if (e.PendingCount > 0)
+            throw new InvalidOperationException($"expert {Name} has {e.PendingCount} training forward(s) awaiting backward; its state is exported at a step boundary");
+        var record = await Capture(stepState: false);
+        return await Task.Run(() => CheckpointCodec.Encode(record));
     }
 
     private async Task BuildModel(LayerSpec newSpec)
@@ -452,6 +489,22 @@ public sealed class ExpertGrain(
         await store.DeleteAsync(HandoffKey); // used once: a later reactivation must not go back to it
         if (bytes is null || at < version) return false;
         var record = CheckpointCodec.Decode(bytes, HandoffKey, at, CheckpointRecord.HandoffKind, layer, index);
+        await Adopt(record);
+        logger.LogInformation("Expert {Expert} taken over on silo {Silo}, device {Device}, at version {Version} with {Pending} forward(s) awaiting backward",
+            Name, slots.Local.Silo, device, version, record.SavedInputs.Length);
+        MoeCluster.Grains.Telemetry.MoeMetrics.RecordMigration(layer, index);
+        return true;
+    }
+
+    /// <summary>Makes this activation the expert a hand-off or migration record describes, mid-step state included.</summary>
+    private async Task Adopt(CheckpointRecord record)
+    {
+        var recordSpec = CheckpointCodec.DecodeSpec(record);
+        if (spec is null || spec != recordSpec || expert is null)
+        {
+            await DisposeModel();
+            await BuildModel(recordSpec);
+        }
         var e = expert!; var o = optimizer!; var owner = $"expert {Name}";
         version = record.Version;
         var s = spec!;
@@ -467,10 +520,40 @@ public sealed class ExpertGrain(
             }
         });
         incarnation = record.Incarnation;
-        logger.LogInformation("Expert {Expert} taken over on silo {Silo}, device {Device}, at version {Version} with {Pending} forward(s) awaiting backward",
-            Name, slots.Local.Silo, device, version, record.SavedInputs.Length);
+    }
+
+    public async Task<long> MigrateTo(SiloAddress target)
+    {
+        Ready();
+        await CheckpointWriteSettled(); // the old activation finishes its write; the new one starts level with the store
+        var record = await Capture(stepState: true);
+        leaving = await Task.Run(() => CheckpointCodec.Encode(record));
+        RequestContext.Set(IPlacementDirector.PlacementHintKey, target);
+        this.MigrateOnIdle();
+        logger.LogInformation("Expert {Expert} moves from silo {Silo} to {Target} at version {Version} ({Bytes} bytes of state)",
+            Name, slots.Local.Silo, target, version, leaving.LongLength);
+        return leaving.LongLength;
+    }
+
+    // Migration participants run synchronously: the state was captured into bytes beforehand.
+    void IGrainMigrationParticipant.OnDehydrate(IDehydrationContext context)
+    {
+        if (leaving is { } state) context.AddBytes(MigrationStateKey, state);
+    }
+
+    void IGrainMigrationParticipant.OnRehydrate(IRehydrationContext context)
+    {
+        if (context.TryGetBytes(MigrationStateKey, out var state)) arriving = state.ToArray();
+    }
+
+    private async Task TakeOverMigration(byte[] state)
+    {
+        await Adopt(CheckpointCodec.DecodeTransfer(state, layer, CheckpointRecord.HandoffKind));
+        // Its checkpoints stay where they are: the store is shared by the silos.
+        var stored = await store.ListVersionsAsync(CheckpointKey);
+        durableVersion = stored.Where(v => v <= version).DefaultIfEmpty(0).Max();
+        logger.LogInformation("Expert {Expert} moved to silo {Silo}, device {Device}, at version {Version}", Name, slots.Local.Silo, device, version);
         MoeCluster.Grains.Telemetry.MoeMetrics.RecordMigration(layer, index);
-        return true;
     }
 
     public async Task Delete()

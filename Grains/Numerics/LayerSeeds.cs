@@ -5,6 +5,8 @@ public static class LayerSeeds
 {
     public static long Gate(long seed, string layer) => DeterministicSeed.For(seed, layer, "gate");
     public static long Expert(long seed, string layer, int index) => DeterministicSeed.For(seed, layer, "expert", index);
+    /// <summary>The gate column of an expert added fresh to a running layer.</summary>
+    public static long GateColumn(long seed, string layer, int id) => DeterministicSeed.For(seed, layer, "gate-column", id);
     public static long Jitter(long seed, string layer, long batchId) => DeterministicSeed.For(seed, layer, "jitter", batchId);
 
     /// <summary>

@@ -19,8 +19,11 @@ public sealed record ReferenceOutput(Tensor Y, Tensor Aux, double LoadBalancingL
 /// </summary>
 public sealed class ReferenceMoeLayer : Module
 {
-    private readonly Parameter gate;
+    private Parameter gate;
     private readonly ModuleList<ExpertFfn> experts;
+    // The experts in gate-column order and their ids: the layer's first ones (0..E−1) until Reshape.
+    private ExpertFfn[] active;
+    private int[] ids;
 
     public ReferenceMoeLayer(MoeLayerConfig config, long seed, string layerName = "layer", Device? device = null)
         : base(nameof(ReferenceMoeLayer))
@@ -33,14 +36,42 @@ public sealed class ReferenceMoeLayer : Module
         experts = new ModuleList<ExpertFfn>(Enumerable.Range(0, config.NumExperts)
             .Select(e => ExpertFfn.Create(config, LayerSeeds.Expert(seed, layerName, e), Device)).ToArray());
         RegisterComponents();
+        active = experts.ToArray();
+        ids = Enumerable.Range(0, config.NumExperts).ToArray();
     }
 
-    public MoeLayerConfig Config { get; }
+    public MoeLayerConfig Config { get; private set; }
     public Device Device { get; }
     public long Seed { get; }
     public string LayerName { get; }
     public Parameter GateWeight => gate;
-    public IReadOnlyList<ExpertFfn> Experts => experts.ToList();
+    public IReadOnlyList<ExpertFfn> Experts => active;
+    /// <summary>Each expert's id, in gate-column order; ids name the weights and seed the dropout masks.</summary>
+    public IReadOnlyList<int> ExpertIds => ids;
+
+    /// <summary>
+    /// Gives the layer another set of experts (DESIGN.md, Elasticity): <paramref name="newGate"/>
+    /// [d_model, E'] and the experts with their ids, in column order. The layer uses them from the
+    /// next forward; the caller keeps ownership of what it replaced.
+    /// </summary>
+    public void Reshape(Parameter newGate, IReadOnlyList<ExpertFfn> newExperts, IReadOnlyList<int> newIds)
+    {
+        if (newExperts.Count != newIds.Count || newGate.shape[1] != newIds.Count || newGate.shape[0] != Config.DModel)
+            throw new ArgumentException($"a reshaped layer needs a gate [{Config.DModel}, E] and E experts with E ids; got gate [{string.Join(", ", newGate.shape)}], {newExperts.Count} experts, {newIds.Count} ids");
+        Config = (Config with { NumExperts = newIds.Count }).Validate();
+        gate = newGate;
+        active = newExperts.ToArray();
+        ids = newIds.ToArray();
+    }
+
+    /// <summary>The gate and every expert's parameters, named as a cluster names them (<c>experts.{id}.w1</c>).</summary>
+    public Dictionary<string, Tensor> NamedWeights()
+    {
+        var named = new Dictionary<string, Tensor> { ["gate"] = gate };
+        for (int j = 0; j < active.Length; j++)
+            foreach (var (name, p) in active[j].named_parameters()) named[$"experts.{ids[j]}.{name}"] = p;
+        return named;
+    }
 
     /// <summary>
     /// The layer on x. In training, <paramref name="noiseSeed"/> draws the jitter noise, and
@@ -82,9 +113,9 @@ public sealed class ReferenceMoeLayer : Module
             if (rows.shape[0] == 0) continue;
             // Rows in ascending token order, as the router sends them, so mask row j meets the same token.
             var mask = train && Config.ExpertDropout > 0
-                ? ExpertDropout.Mask(rows.shape[0], Config.DFF, Config.ExpertDropout, LayerSeeds.ExpertDropout(Seed, LayerName, step, batchId, i), Config.ComputeDType, Device)
+                ? ExpertDropout.Mask(rows.shape[0], Config.DFF, Config.ExpertDropout, LayerSeeds.ExpertDropout(Seed, LayerName, step, batchId, ids[i]), Config.ComputeDType, Device)
                 : null;
-            var output = experts[i].Forward(x.index_select(0, rows).to(Config.ComputeDType), mask).to(ScalarType.Float32);
+            var output = active[i].Forward(x.index_select(0, rows).to(Config.ComputeDType), mask).to(ScalarType.Float32);
             y = y.index_add(0, rows, output.mul(combine.index_select(0, rows).narrow(1, i, 1)), 1);
         }
 

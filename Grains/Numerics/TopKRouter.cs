@@ -19,6 +19,16 @@ public sealed class TopKRouter : IDisposable
         GateWeight = InitGate(config, seed, Device);
     }
 
+    /// <summary>A router over a gate it takes ownership of (a gate grown or shrunk with its experts).</summary>
+    public TopKRouter(MoeLayerConfig config, Parameter gate)
+    {
+        Config = config.Validate();
+        if (gate.ndim != 2 || gate.shape[0] != config.DModel || gate.shape[1] != config.NumExperts || gate.dtype != ScalarType.Float32)
+            throw new ArgumentException($"gate is [{string.Join(", ", gate.shape)}] {gate.dtype}; expected [{config.DModel}, {config.NumExperts}] Float32");
+        Device = gate.device;
+        GateWeight = gate;
+    }
+
     public MoeLayerConfig Config { get; }
     public Device Device { get; }
 

@@ -20,7 +20,10 @@ public sealed class SlotLedger
     public SiloAddress Place(string expert, SiloSlots[] live, SiloAddress? hint)
     {
         Prune(live);
-        if (leases.TryGetValue(expert, out var existing) && !draining.Contains(existing.Silo)) return existing.Silo;
+        // A hint elsewhere (a live move) takes the lease with it when the hinted silo has room.
+        if (leases.TryGetValue(expert, out var existing) && !draining.Contains(existing.Silo)
+            && (hint is null || hint.Equals(existing.Silo) || !live.Any(s => s.Silo.Equals(hint) && !draining.Contains(s.Silo) && Free(s) > 0)))
+            return existing.Silo;
         live = live.Where(s => !draining.Contains(s.Silo)).ToArray();
         var withRoom = live.Where(s => Free(s) > 0).ToArray();
         SiloSlots chosen;

@@ -50,7 +50,15 @@ public sealed partial class RouterGrain(
     private MoeLayerConfig? config;
     private TopKRouter? router;
     private optim.Optimizer? optimizer;
+    // Gate column j is expert grain expertIds[j]; ids are never reused or renumbered.
     private IMoeExpertGrain[] experts = [];
+    private int[] expertIds = [];
+    private int nextExpertId;
+    private long expertChanges;
+    // Removed experts are deleted once a durable router checkpoint no longer names them.
+    private readonly List<int> retiring = [];
+    // A training forward ran since the last step: the step has begun, so the expert set is fixed until it is applied.
+    private bool trainedSinceStep;
     private Task<LayerStats>? creating;
     private long version;
     private long durableVersion;
@@ -155,8 +163,11 @@ public sealed partial class RouterGrain(
     }
 
     /// <summary>Makes the layer's fields describe <paramref name="newSpec"/>, with a fresh router if needed.</summary>
-    private async Task Install(LayerSpec newSpec)
+    private async Task Install(LayerSpec newSpec, int[] ids)
     {
+        if (ids.Length != newSpec.NumExperts)
+            throw new CheckpointCorruptException($"layer \"{Layer}\" names {ids.Length} expert ids for {newSpec.NumExperts} experts");
+        SetExperts(ids);
         if (spec == newSpec && router is not null) return;
         var newConfig = LayerSpecMapping.ToConfig(newSpec);
         var gateSeed = LayerSeeds.Gate(newSpec.Seed, Layer);
@@ -169,7 +180,6 @@ public sealed partial class RouterGrain(
             return (r, OptimizerFactory.Create(newSpec.Optimizer, [r.GateWeight]));
         });
         (spec, config) = (newSpec, newConfig);
-        experts = Enumerable.Range(0, newConfig.NumExperts).Select(e => GrainFactory.GetGrain<IMoeExpertGrain>(e, Layer)).ToArray();
         routedTotals = new long[newConfig.NumExperts];
         droppedTotals = new long[newConfig.NumExperts];
         specialization = new SpecializationTally(newConfig.NumExperts);
@@ -178,12 +188,23 @@ public sealed partial class RouterGrain(
         expiryTimer = this.RegisterGrainTimer(ExpireBatches, new GrainTimerCreationOptions(period, period) { Interleave = true });
     }
 
+    private void SetExperts(int[] ids)
+    {
+        expertIds = ids;
+        experts = ids.Select(id => GrainFactory.GetGrain<IMoeExpertGrain>(id, Layer)).ToArray();
+    }
+
     private async Task LoadCheckpoint(long target)
     {
         var bytes = await store.ReadAsync(CheckpointKey, target)
             ?? throw new InvalidOperationException($"layer \"{Layer}\" has no router checkpoint of version {target}; the store keeps only the two newest");
         var record = CheckpointCodec.Decode(bytes, CheckpointKey, target, CheckpointRecord.RouterKind, Layer, -1);
-        await Install(CheckpointCodec.DecodeSpec(record));
+        var recordSpec = CheckpointCodec.DecodeSpec(record);
+        // Schema ≤ 2 records predate elastic layers: their experts are 0..E−1.
+        var ids = record.ExpertIds.Length > 0 ? record.ExpertIds : Enumerable.Range(0, recordSpec.NumExperts).ToArray();
+        await Install(recordSpec, ids);
+        nextExpertId = Math.Max(record.NextExpertId, ids.Length == 0 ? 0 : ids.Max() + 1);
+        expertChanges = record.ExpertChanges;
         controls = CheckpointCodec.DecodeControls(record);
         var r = router!; var o = optimizer!; var owner = $"the router of layer \"{Layer}\"";
         await queue.RunAsync(() =>
@@ -203,8 +224,12 @@ public sealed partial class RouterGrain(
         var o = optimizer!;
         var at = version;
         var c = controls;
+        var (ids, next, changes) = (expertIds, nextExpertId, expertChanges);
         return queue.RunAsync(() => new CheckpointRecord
         {
+            ExpertIds = ids,
+            NextExpertId = next,
+            ExpertChanges = changes,
             Kind = CheckpointRecord.RouterKind,
             Layer = Layer,
             Version = at,
@@ -289,7 +314,9 @@ public sealed partial class RouterGrain(
         var newExperts = Enumerable.Range(0, newConfig.NumExperts)
             .Select(e => GrainFactory.GetGrain<IMoeExpertGrain>(e, Layer)).ToArray();
         var placements = await Task.WhenAll(newExperts.Select(e => e.Initialize(newSpec)));
-        await Install(newSpec);
+        await Install(newSpec, Enumerable.Range(0, newConfig.NumExperts).ToArray());
+        nextExpertId = newConfig.NumExperts;
+        expertChanges = 0;
         version = durableVersion = 0;
         controls = new TrainingControls();
         await WriteCheckpoint(); // the layer exists once its router's version 0 is durable
@@ -350,6 +377,7 @@ public sealed partial class RouterGrain(
                 "run their backward or discard them before more forwards");
         if (train && !pending.TryAdd(batchId, null))
             throw new InvalidOperationException($"batch {batchId} is already in flight on layer \"{Layer}\"; run its backward (or discard it) before reusing the id");
+        if (train) trainedSinceStep = true;
         RouterForward? routing = null;
         Tensor?[] outputs = new Tensor?[c.NumExperts];
         var sent = new List<int>();
@@ -526,7 +554,7 @@ public sealed partial class RouterGrain(
             {
                 // Frozen parameters do not train, so their gradients do not count towards the norm.
                 var at = version;
-                var expertNorms = await Task.WhenAll(experts.Select((e, i) => c.IsExpertFrozen(i)
+                var expertNorms = await Task.WhenAll(experts.Select((e, i) => c.IsExpertFrozen(expertIds[i])
                     ? Task.FromResult(0.0)
                     : UndeliveredRetry.Call(() => e.GradientSquaredNorm(at, IncarnationOf(i)))));
                 var gateNorm = c.FreezeRouter ? 0 : await queue.RunAsync(() => OptimizerFactory.GradientSquaredNorm([r.GateWeight]));
@@ -535,7 +563,7 @@ public sealed partial class RouterGrain(
             stepScale = (stepId, scale);
             // Experts step and, at a checkpoint step, capture their state before they answer.
             await Task.WhenAll(experts.Select((e, i) => UndeliveredRetry.Call(() => e.Step(stepId, scale, IncarnationOf(i),
-                new ExpertStepControl(c.IsExpertFrozen(i), s.Optimizer.LearningRate * c.ExpertMultiplier(i))))));
+                new ExpertStepControl(c.IsExpertFrozen(expertIds[i]), s.Optimizer.LearningRate * c.ExpertMultiplier(expertIds[i]))))));
             incarnations.Clear();
             backwardAnswers.Clear();
             var o = optimizer!;
@@ -551,6 +579,7 @@ public sealed partial class RouterGrain(
                 OptimizerFactory.Step(o, [r.GateWeight], scale);
             });
             version = stepId;
+            trainedSinceStep = false;
             if (stepId % s.CheckpointEvery == 0)
             {
                 commit = Commit(await Capture());
@@ -575,6 +604,7 @@ public sealed partial class RouterGrain(
         await Task.WhenAll(experts.Select(e => UndeliveredRetry.Call(() => e.FlushCheckpoint(at))));
         await Write(routerRecord);
         durableVersion = Math.Max(durableVersion, at);
+        await RetireRemoved();
     }
 
     private async Task CommitSettled()
@@ -639,6 +669,7 @@ public sealed partial class RouterGrain(
         incarnations.Clear();
         stepScale = null;
         version = durableVersion;
+        trainedSinceStep = false;
         reconciled = true;
         logger.LogWarning("Layer {Layer} recovered: version {From} → durable version {Version}, {Dropped} micro-batch(es) in flight dropped",
             Layer, from, version, dropped);
@@ -647,7 +678,7 @@ public sealed partial class RouterGrain(
 
     public async Task<long> ImportWeights(NamedTensor[] imported)
     {
-        var (_, c, r) = Ready();
+        var (_, _, r) = Ready();
         await EnsureReconciled();
         using var writing = await weights.WriteAsync();
         if (pending.Count > 0)
@@ -660,7 +691,7 @@ public sealed partial class RouterGrain(
         foreach (var w in imported)
         {
             if (!expected.TryGetValue(w.Name, out var like))
-                throw new ArgumentException($"imported tensor \"{w.Name}\" is not a weight of layer \"{Layer}\"; expected gate and experts.0..{c.NumExperts - 1}.*");
+                throw new ArgumentException($"imported tensor \"{w.Name}\" is not a weight of layer \"{Layer}\"; expected gate and experts.{{id}}.* for ids {ExpertSetPlan.Describe(expertIds)}");
             if (!w.Value.Shape.SequenceEqual(like.Shape))
                 throw new ArgumentException($"imported tensor \"{w.Name}\" has shape [{string.Join(", ", w.Value.Shape)}]; expected [{string.Join(", ", like.Shape)}]");
             if (!byName.TryAdd(w.Name, w.Value.DType == like.DType ? w.Value : Convert(w.Value, like.DType)))
@@ -671,7 +702,7 @@ public sealed partial class RouterGrain(
             throw new ArgumentException($"the import lacks {missing.Count} weight(s) of layer \"{Layer}\": {string.Join(", ", missing.Take(8))}");
         var stepId = version + 1;
         await Task.WhenAll(experts.Select((e, i) =>
-            e.ImportWeights(stepId, byName.Where(w => w.Key.StartsWith($"experts.{i}.")).Select(w => new NamedTensor(w.Key, w.Value)).ToArray())));
+            e.ImportWeights(stepId, byName.Where(w => w.Key.StartsWith($"experts.{expertIds[i]}.")).Select(w => new NamedTensor(w.Key, w.Value)).ToArray())));
         var spec0 = spec!;
         optimizer = await queue.RunAsync(() =>
         {
@@ -691,8 +722,8 @@ public sealed partial class RouterGrain(
 
     public async Task SetTrainingControls(TrainingControls newControls)
     {
-        var (_, c, _) = Ready();
-        TrainingControlsCheck.Validate(newControls, c.NumExperts, Layer);
+        Ready();
+        TrainingControlsCheck.Validate(newControls, expertIds, Layer);
         await EnsureReconciled();
         // The write side of the gate waits for forwards and backwards under way, and keeps new ones out.
         using var writing = await weights.WriteAsync();
@@ -724,10 +755,11 @@ public sealed partial class RouterGrain(
         await CommitSettled();
         await DiscardPending();
         await Task.WhenAll(experts.Select(e => e.Delete()));
+        await RetireRemoved();
         await store.DeleteAsync(CheckpointKey);
         await GrainFactory.GetGrain<ILayerCatalogGrain>(0).Remove(Layer);
         var r = router; var o = optimizer;
-        (spec, config, router, optimizer, experts) = (null, null, null, null, []);
+        (spec, config, router, optimizer, experts, expertIds) = (null, null, null, null, [], []);
         controls = new TrainingControls();
         expiryTimer?.Dispose();
         await queue.RunAsync(() => { o?.Dispose(); r?.Dispose(); });
@@ -779,6 +811,7 @@ public sealed partial class RouterGrain(
             MicroBatches = microBatches,
             PendingBatches = pending.Count,
             ExpiredBatches = expiredBatches,
+            Moves = moves.ToArray(),
         };
     }
 

@@ -1,3 +1,4 @@
+using MoeCluster.Grains.Checkpoints;
 using MoeCluster.Grains.Numerics;
 using MoeCluster.Grains.Training;
 using TorchSharp;
@@ -10,11 +11,15 @@ namespace MoeCluster.Cluster.Tests;
 /// The reference layer trained the way the cluster trains a layer: same spec, same seeds, same
 /// jitter noise and dropout masks per (step, batch id), same optimizer, global-norm clipping and
 /// <see cref="TrainingControls"/>. One optimizer per part (gate, each expert), as the grains
-/// have, so that a part's learning rate and freezing apply to it alone.
+/// have, so that a part's learning rate and freezing apply to it alone. Experts are added,
+/// split and removed as the router does it (<see cref="ExpertSetPlan"/>, <see cref="GateColumns"/>,
+/// <see cref="OptimizerColumns"/>), the new experts built as their grains build them.
 /// </summary>
 public sealed class ReferenceTrainer : IDisposable
 {
-    private readonly (Parameter[] Parameters, optim.Optimizer Optimizer)[] parts;
+    // Part 0 is the gate; part j + 1 the expert in gate column j.
+    private (Parameter[] Parameters, optim.Optimizer Optimizer)[] parts;
+    private int nextId;
 
     public ReferenceTrainer(string layerName, LayerSpec spec)
     {
@@ -24,6 +29,51 @@ public sealed class ReferenceTrainer : IDisposable
         parts = new[] { new[] { Layer.GateWeight } }
             .Concat(Layer.Experts.Select(e => e.parameters().ToArray()))
             .Select(ps => (ps, OptimizerFactory.Create(spec.Optimizer, ps))).ToArray();
+        nextId = spec.NumExperts;
+    }
+
+    public void AddExperts(int count, ExpertInit init) => Apply(ExpertSetPlan.Add(Layer.ExpertIds.ToArray(), nextId, count, init, Name));
+
+    public void RemoveExperts(params int[] ids) => Apply(ExpertSetPlan.Remove(Layer.ExpertIds.ToArray(), nextId, ids, Name));
+
+    private void Apply(ExpertSetPlan plan)
+    {
+        var oldIds = Layer.ExpertIds.ToArray();
+        var config = Layer.Config with { NumExperts = plan.Ids.Length };
+        var experts = new ExpertFfn[plan.Ids.Length];
+        var newParts = new (Parameter[] Parameters, optim.Optimizer Optimizer)[plan.Ids.Length + 1];
+        for (int j = 0; j < plan.Ids.Length; j++)
+        {
+            var kept = Array.IndexOf(oldIds, plan.Ids[j]);
+            if (kept >= 0)
+            {
+                experts[j] = Layer.Experts[kept];
+                newParts[j + 1] = parts[kept + 1];
+                continue;
+            }
+            experts[j] = ExpertFfn.Create(config, LayerSeeds.Expert(Spec.Seed, Name, plan.Ids[j]));
+            var ps = experts[j].parameters().ToArray();
+            var optimizer = OptimizerFactory.Create(Spec.Optimizer, ps);
+            if (plan.Parent is { } parent)
+            {
+                var from = Array.IndexOf(oldIds, parent);
+                ModelState.Restore(experts[j].named_parameters(), ModelState.Capture(Layer.Experts[from].named_parameters()), "reference split");
+                ModelState.RestoreOptimizer(optimizer, ModelState.CaptureOptimizer(parts[from + 1].Optimizer), "reference split");
+            }
+            newParts[j + 1] = (ps, optimizer);
+        }
+        var gate = GateColumns.Reshape(Layer.GateWeight, plan.Sources, j => GateColumns.Fresh(Spec.DModel, LayerSeeds.GateColumn(Spec.Seed, Name, plan.Ids[j])));
+        newParts[0] = ([gate], OptimizerColumns.Reshape(parts[0].Optimizer, Spec.Optimizer, gate, plan.Sources));
+        parts[0].Optimizer.Dispose();
+        foreach (var id in plan.Removed)
+        {
+            var column = Array.IndexOf(oldIds, id);
+            parts[column + 1].Optimizer.Dispose();
+            Layer.Experts[column].Dispose();
+        }
+        Layer.Reshape(gate, experts, plan.Ids);
+        parts = newParts;
+        nextId = plan.NextId;
     }
 
     public string Name { get; }
@@ -46,7 +96,7 @@ public sealed class ReferenceTrainer : IDisposable
 
     public void Step()
     {
-        bool Frozen(int part) => part == 0 ? Controls.FreezeRouter : Controls.IsExpertFrozen(part - 1);
+        bool Frozen(int part) => part == 0 ? Controls.FreezeRouter : Controls.IsExpertFrozen(Layer.ExpertIds[part - 1]);
         var training = Enumerable.Range(0, parts.Length).Where(p => !Frozen(p)).ToArray();
         var scale = OptimizerFactory.ClipScale(Spec.Optimizer.MaxGradNorm,
             OptimizerFactory.GradientSquaredNorm(training.SelectMany(p => parts[p].Parameters)));
@@ -60,14 +110,13 @@ public sealed class ReferenceTrainer : IDisposable
             }
             OptimizerFactory.SetLearningRate(optimizer, p == 0
                 ? Controls.RouterLearningRate ?? Spec.Optimizer.LearningRate
-                : Spec.Optimizer.LearningRate * Controls.ExpertMultiplier(p - 1));
+                : Spec.Optimizer.LearningRate * Controls.ExpertMultiplier(Layer.ExpertIds[p - 1]));
             OptimizerFactory.Step(optimizer, parameters, scale);
         }
         Version++;
     }
 
-    public Dictionary<string, Tensor> Weights() =>
-        Layer.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter);
+    public Dictionary<string, Tensor> Weights() => Layer.NamedWeights();
 
     public void Dispose()
     {

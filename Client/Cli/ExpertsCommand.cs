@@ -1,0 +1,61 @@
+using System.CommandLine;
+using System.Text.Json;
+using MoeCluster.Client;
+
+namespace MoeCluster.Cli;
+
+/// <summary>
+/// <c>./moe experts add|split|remove --layer L</c>: changes the expert count of a layer in a
+/// running cluster at its step boundary (the layer refuses while a step is under way), and prints
+/// the layer's expert ids after the change.
+/// </summary>
+public static class ExpertsCommand
+{
+    public static Command Create()
+    {
+        var command = new Command("experts", "Adds, splits or removes experts of a layer while it trains, at a step boundary.\n\n" +
+            "Examples: ./moe experts add --cluster redis://127.0.0.1:6379 --layer ffn-0 --count 2\n" +
+            "          ./moe experts split --cluster redis://127.0.0.1:6379 --layer ffn-0 --expert 3\n" +
+            "          ./moe experts remove --cluster redis://127.0.0.1:6379 --layer ffn-0 --ids 0,5");
+        var count = new Option<int>("--count") { Description = "How many experts to add (split: how many copies)", DefaultValueFactory = _ => 1 };
+        var expert = new Option<int>("--expert") { Description = "Id of the expert to split", Required = true };
+        var ids = new Option<string>("--ids") { Description = "Comma-separated ids of the experts to remove", Required = true };
+        command.Subcommands.Add(Sub("add", "Adds fresh experts (weights from seed, layer and their new ids; fresh gate columns).", [count],
+            (layer, parse) => layer.AddExpertsAsync(parse.GetValue(count))));
+        command.Subcommands.Add(Sub("split", "Adds copies of a live expert: its weights, optimizer state and gate column.", [expert, count],
+            (layer, parse) => layer.SplitExpertAsync(parse.GetValue(expert), parse.GetValue(count))));
+        command.Subcommands.Add(Sub("remove", "Removes experts by id; the others keep their ids.", [ids],
+            (layer, parse) => layer.RemoveExpertsAsync(ParseIds(parse.GetValue(ids)!))));
+        return command;
+    }
+
+    private static Command Sub(string name, string description, Option[] options, Func<RemoteMoeLayer, ParseResult, Task<ExpertSetChange>> change)
+    {
+        var connection = new ClusterConnection();
+        var layer = new Option<string>("--layer") { Description = "Name of the layer", Required = true };
+        var json = new Option<bool>("--json") { Description = "Print the change as JSON on stdout" };
+        var command = new Command(name, description) { layer, json };
+        foreach (var option in options) command.Options.Add(option);
+        connection.AddTo(command);
+        command.SetAction(async (parse, cancel) =>
+        {
+            await using var client = await MoeClusterClient.ConnectAsync(connection.Options(parse), cancel);
+            var remote = await client.GetLayerAsync(parse.GetValue(layer)!);
+            var result = await change(remote, parse);
+            if (parse.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(result, CliJson.Options));
+            else Console.WriteLine(Describe(remote.Name, result));
+            return 0;
+        });
+        return command;
+    }
+
+    public static string Describe(string layer, ExpertSetChange change) =>
+        (change.Added.Length > 0 ? $"added expert(s) {string.Join(", ", change.Added)} to" : $"removed expert(s) {string.Join(", ", change.Removed)} from") +
+        $" layer \"{layer}\" at version {change.Version}; its {change.ExpertIds.Length} experts are now {Ids(change.ExpertIds)}";
+
+    private static string Ids(int[] ids) => ids.Length <= 32 ? string.Join(", ", ids) : $"{string.Join(", ", ids.Take(16))}, … {ids[^1]}";
+
+    public static int[] ParseIds(string text) => text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+        .Select(t => int.TryParse(t, out var id) && id >= 0 ? id : throw new ArgumentException($"expert id \"{t}\" is not valid; expected comma-separated ids ≥ 0, e.g. 0,5"))
+        .ToArray();
+}
