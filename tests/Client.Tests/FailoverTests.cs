@@ -240,7 +240,7 @@ public class FailoverTests(FailoverBaseline baseline, ITestOutputHelper output) 
         AssertBitIdentical(await layer.GetWeightsAsync(), baseline.AfterShortRun);
     }
 
-    private static async Task<SiloProcess> PickSilo(RemoteMoeLayer layer, ProcessCluster cluster, bool routerSilo)
+    internal static async Task<SiloProcess> PickSilo(RemoteMoeLayer layer, ProcessCluster cluster, bool routerSilo)
     {
         var stats = await layer.GetStatsAsync();
         var routerAt = stats.Router.Silo;
@@ -249,7 +249,7 @@ public class FailoverTests(FailoverBaseline baseline, ITestOutputHelper output) 
             : !routerAt.Contains($":{s.SiloPort}:") && stats.Experts.Any(e => e.Expert.Placement.Silo.Contains($":{s.SiloPort}:")));
     }
 
-    private static void AssertBitIdentical(Dictionary<string, Tensor> weights, Dictionary<string, Tensor> expected)
+    internal static void AssertBitIdentical(Dictionary<string, Tensor> weights, Dictionary<string, Tensor> expected)
     {
         Assert.Equal(expected.Keys.Order(), weights.Keys.Order());
         foreach (var (name, value) in expected)
@@ -267,7 +267,7 @@ public class FailoverTests(FailoverBaseline baseline, ITestOutputHelper output) 
     /// the kill, if any, to the next completed step.
     /// </summary>
     public static async Task<TimeSpan> Train(RemoteMoeLayer layer, int first, int last, (Phase Phase, SiloProcess Victim)? killBefore = null,
-        bool graceful = false, int killStep = KillStep)
+        bool graceful = false, int killStep = KillStep, Func<int, Task>? beforeStep = null)
     {
         using var generator = new Generator(12);
         DateTime? killedAt = null;
@@ -292,6 +292,7 @@ public class FailoverTests(FailoverBaseline baseline, ITestOutputHelper output) 
                 foreach (var (x, dy) in data) { x.Dispose(); dy.Dispose(); }
                 continue;
             }
+            if (beforeStep is not null) await beforeStep(step);
             for (int micro = 0; micro < MicroBatches; micro++)
             {
                 await MaybeKill(Phase.Forward, step, micro);
