@@ -69,7 +69,9 @@ public static class MoeSiloHost
         if (cluster.RedisConnection is { } redis)
         {
             silo.UseRedisClustering(redis);
-            silo.ConfigureEndpoints(IPAddress.Loopback, options.SiloPort, options.GatewayPort, listenOnAnyHostAddress: false);
+            if (!IPAddress.TryParse(options.Address, out var address))
+                throw new ArgumentException($"--address is '{options.Address}'; expected the IP address other machines reach this silo at");
+            silo.ConfigureEndpoints(address, options.SiloPort, options.GatewayPort, listenOnAnyHostAddress: !IPAddress.IsLoopback(address));
         }
         else
         {

@@ -29,6 +29,12 @@ public sealed record MoeSiloOptions
     public int StatusPort { get; init; }
     /// <summary>Address the status page listens on: loopback unless another is asked for.</summary>
     public string StatusHost { get; init; } = "127.0.0.1";
+    /// <summary>
+    /// With Redis membership: the address other machines reach this silo at. Loopback (the default)
+    /// keeps a cluster on one machine; another address makes the silo listen on every interface
+    /// and register that one.
+    /// </summary>
+    public string Address { get; init; } = "127.0.0.1";
     /// <summary>An OTLP collector (<c>http://host:4317</c>) to export the metrics to; null: no export.</summary>
     public string? OtlpEndpoint { get; init; }
     /// <summary>Port of a Prometheus scrape endpoint (<c>http://localhost:PORT/metrics</c>); 0: none.</summary>

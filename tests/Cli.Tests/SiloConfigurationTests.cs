@@ -43,6 +43,11 @@ public class SiloConfigurationTests
             Assert.Equal(2, exit);
             Assert.StartsWith("moe silo: the configuration is not valid:", stderr.Trim());
             Assert.Contains("GatewayPrt", stderr);
+
+            // The address other machines reach a silo at must be an IP address.
+            (exit, _, stderr) = await Silo("--cluster redis://127.0.0.1:1 --address not-an-ip", directory);
+            Assert.Equal(2, exit);
+            Assert.Equal("moe silo: --address is 'not-an-ip'; expected the IP address other machines reach this silo at", stderr.Trim());
         }
         finally
         {
