@@ -46,7 +46,8 @@ public class SoakTests(ITestOutputHelper output)
         Assert.Equal(Steps, stats.Version);
         Assert.Equal(0, stats.PendingBatches);
         Assert.All(stats.Experts, e => Assert.Equal(0, e.Expert.PendingForwards));
-        var versions = Directory.GetFiles(cluster.Store, "*.ckpt", SearchOption.AllDirectories).GroupBy(Path.GetDirectoryName).ToList();
+        var layerDirectory = Directory.GetDirectories(cluster.Store, "soak", SearchOption.AllDirectories).Single();
+        var versions = Directory.GetFiles(layerDirectory, "*.ckpt", SearchOption.AllDirectories).GroupBy(Path.GetDirectoryName).ToList();
         Assert.Equal(5, versions.Count); // the router and 4 experts
         Assert.All(versions, v => Assert.Equal(2, v.Count()));
     }
