@@ -244,7 +244,8 @@ public sealed class RemoteMoeLayer
             var generation = Interlocked.Read(ref recoveryGeneration);
             try
             {
-                var result = await gateway.Step(stepId, Lost);
+                // With the router activation this client trained the step on: a replaced one refuses.
+                var result = await gateway.Step(stepId, routerEpoch, Lost);
                 log.MarkApplied(stepId);
                 // One durable step more is kept: if that step's checkpoint turns out corrupt, the
                 // layer falls back one version and the step is replayed from here.
@@ -341,7 +342,7 @@ public sealed class RemoteMoeLayer
                 await gateway.Backward(batch.Id, batch.Dy!, batch.AuxGrad, Lost);
             if (applied)
             {
-                var result = await gateway.Step(stepId, Lost);
+                var result = await gateway.Step(stepId, routerEpoch, Lost);
                 version = result.Version;
             }
         }

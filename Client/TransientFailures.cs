@@ -14,6 +14,7 @@ public static class TransientFailures
         AggregateException a => a.InnerExceptions.Any(IsTransient),
         OrleansMessageRejectionException => true, // includes SiloUnavailableException
         ExpertStateLostException => true,         // an expert came back without the step's state
+        RouterStateLostException => true,         // the router came back without the step's state
         ConnectionFailedException or SocketConnectionException or GatewayTooBusyException => true,
         ClientNotAvailableException => true,
         // Orleans' own response timeout; not its subclasses, such as a store's timeout (that is a failed write).
@@ -22,10 +23,10 @@ public static class TransientFailures
         _ => e.InnerException is { } inner && IsTransient(inner),
     };
 
-    /// <summary>An expert lost its state or came back at another version: only a recovery helps, not a repeat.</summary>
+    /// <summary>An expert or the router lost its state or came back at another version: only a recovery helps, not a repeat.</summary>
     public static bool IsStateLost(Exception e) => e switch
     {
-        ExpertStateLostException => true,
+        ExpertStateLostException or RouterStateLostException => true,
         AggregateException a => a.InnerExceptions.Any(IsStateLost),
         _ => e.InnerException is { } inner && IsStateLost(inner),
     };

@@ -15,7 +15,7 @@ public interface IMoeLayerGateway : IGrainWithStringKey
 
     Task<LayerForwardResult> Forward(long batchId, TensorPayload x, bool train, TokenLabels? labels, CancellationToken cancellationToken = default);
     Task<TensorPayload> Backward(long batchId, TensorPayload dy, double auxGrad, CancellationToken cancellationToken = default);
-    Task<StepResult> Step(long stepId, CancellationToken cancellationToken = default);
+    Task<StepResult> Step(long stepId, string? epoch, CancellationToken cancellationToken = default);
     Task<long> Recover(CancellationToken cancellationToken = default);
     Task<string> GetEpoch(CancellationToken cancellationToken = default);
     Task<long> GetVersion(CancellationToken cancellationToken = default);

@@ -33,8 +33,11 @@ public interface IMoeRouterGrain : IGrainWithStringKey
     /// Applies step <paramref name="stepId"/> (= version + 1) to the gate and every expert and
     /// returns the new version, and the newest version whose checkpoints are all durable. A step
     /// already applied is ignored (the call is safe to repeat); a step further ahead is an error.
+    /// <paramref name="epoch"/>: the router activation (<see cref="GetEpoch"/>) the caller ran the
+    /// step's micro-batches on; another one lost them with its silo and refuses the step with
+    /// <see cref="RouterStateLostException"/>. Null skips the check.
     /// </summary>
-    Task<StepResult> Step(long stepId);
+    Task<StepResult> Step(long stepId, string? epoch = null);
 
     /// <summary>
     /// Returns once every applied checkpoint step is durable (a step's checkpoints are written

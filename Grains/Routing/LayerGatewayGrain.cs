@@ -16,7 +16,7 @@ public sealed class LayerGatewayGrain : Grain, IMoeLayerGateway
     public Task<TensorPayload> Backward(long batchId, TensorPayload dy, double auxGrad, CancellationToken cancellationToken) =>
         Router.Backward(batchId, dy, auxGrad);
 
-    public Task<StepResult> Step(long stepId, CancellationToken cancellationToken) => Router.Step(stepId);
+    public Task<StepResult> Step(long stepId, string? epoch, CancellationToken cancellationToken) => Router.Step(stepId, epoch);
 
     public Task<long> Recover(CancellationToken cancellationToken) => Router.Recover();
 

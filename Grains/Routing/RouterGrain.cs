@@ -514,7 +514,7 @@ public sealed partial class RouterGrain(
         }
     }
 
-    public async Task<StepResult> Step(long stepId)
+    public async Task<StepResult> Step(long stepId, string? epoch = null)
     {
         var (s, _, _) = Ready();
         await EnsureReconciled();
@@ -524,6 +524,10 @@ public sealed partial class RouterGrain(
             if (stepId == version && s.CheckpointBeforeStepReturns) await MakeDurable($"step {stepId} of layer \"{Layer}\" is applied but not durable");
             return new StepResult(version, durableVersion);
         }
+        if (epoch is not null && epoch != this.epoch)
+            throw new RouterStateLostException(
+                $"step {stepId} cannot be applied to layer \"{Layer}\": its micro-batches ran on another activation of the router, " +
+                $"lost with its silo; this one came back at version {version} without their gradients, so the layer must recover and replay them");
         if (runningStep is { } running)
         {
             if (running.Id == stepId) return await running.Task; // the same step, asked twice at once
