@@ -51,6 +51,33 @@ public class SiloProcessTests
         await TrainAndCheck(client, first, second);
     }
 
+    /// <summary>
+    /// As on two machines: each silo advertises the address given by --address in the membership
+    /// table, one this machine's own network address (listening on every interface, as on a real
+    /// host) and one a second loopback address; the client finds and reaches both through Redis.
+    /// </summary>
+    [Fact]
+    public async Task Silos_started_with_address_are_reached_at_it_through_redis_membership()
+    {
+        var ports = SiloProcess.FreePorts(4);
+        var clusterId = $"test-{Guid.NewGuid():N}";
+        var cluster = $"redis://{TestRedis.Address}";
+        var host = System.Net.NetworkInformation.NetworkInterface.GetAllNetworkInterfaces()
+            .Where(n => n.OperationalStatus == System.Net.NetworkInformation.OperationalStatus.Up)
+            .SelectMany(n => n.GetIPProperties().UnicastAddresses).Select(a => a.Address)
+            .FirstOrDefault(a => a.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork && !System.Net.IPAddress.IsLoopback(a))
+            ?.ToString() ?? "127.0.0.3";
+        var common = $"--cluster {cluster} --cluster-id {clusterId} --store {cluster} --devices cpu --experts-per-device 4";
+        await using var first = await SiloProcess.StartAsync($"{common} --address {host}", ports[0], ports[1]);
+        await using var second = await SiloProcess.StartAsync($"{common} --address 127.0.0.2", ports[2], ports[3]);
+        await using var client = await MoeClusterClient.ConnectAsync(new MoeClientOptions { Cluster = cluster, ClusterId = clusterId });
+        await TrainAndCheck(client, first, second);
+        var silos = (await (await client.GetLayerAsync("remote")).GetStatsAsync()).Experts.Select(e => e.Expert.Placement.Silo).Distinct().Order().ToList();
+        Assert.Equal(2, silos.Count);
+        Assert.Contains(silos, s => s.Contains($"{host}:{ports[0]}"));
+        Assert.Contains(silos, s => s.Contains($"127.0.0.2:{ports[2]}"));
+    }
+
     [Fact]
     public async Task A_bad_cluster_address_is_refused_by_the_sdk_and_the_silo()
     {
