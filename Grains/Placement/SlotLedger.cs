@@ -38,8 +38,10 @@ public sealed class SlotLedger
     public string Claim(string expert, SiloSlots local, SiloSlots[] live)
     {
         Prune(live);
-        if (leases.TryGetValue(expert, out var existing) && existing.Silo.Equals(local.Silo)) return existing.Device;
-        leases.Remove(expert); // placed elsewhere than its lease said (a hint, a race): the activation wins
+        // A lease learned from Orleans' activation list (the registry itself came back) has no
+        // device yet: the expert gets one as a new lease would.
+        if (leases.TryGetValue(expert, out var existing) && existing.Silo.Equals(local.Silo) && existing.Device != "") return existing.Device;
+        leases.Remove(expert); // placed elsewhere than its lease said (a hint, a race), or no device known: the activation wins
         // The activation exists already; refusing it now would fail a recovery rather than prevent
         // overload. New layers are held to the slots by EnsureFree and Place; this is reported.
         Overcommitted = Free(local) <= 0 ? $"{expert} activated on silo {local.Silo}, which has no free device slot; it is overcommitted" : null;
