@@ -68,6 +68,22 @@ public class ClusterWideStatusTests
         // The page's own silo's counters are its part of the sums.
         Assert.Equal(toPage, now.GetProperty("migrationsToThisSilo").GetInt64());
         Assert.Equal(totals[pageSilo].GetProperty("recoveries").GetInt64(), now.GetProperty("recoveriesOnThisSilo").GetInt64());
+
+        // `rebalance --dry-run` and `inspect` against the same two silos: exit codes and --json.
+        var connect = $"--cluster {cluster.Address} --cluster-id {cluster.ClusterId}";
+        var plan = await MoeProcess.RunAsync(MoeProcess.CliDll, $"rebalance {connect} --layer counted --dry-run --json", TimeSpan.FromMinutes(1));
+        Assert.True(plan.ExitCode == 0, plan.Stderr);
+        var planned = JsonDocument.Parse(plan.Stdout).RootElement;
+        Assert.Equal("counted", planned.GetProperty("plan").GetProperty("layer").GetString());
+        Assert.Equal(silos.Order(StringComparer.Ordinal), planned.GetProperty("plan").GetProperty("load_before").EnumerateObject().Select(p => p.Name).Order(StringComparer.Ordinal));
+        Assert.Equal(0, planned.GetProperty("moves").GetArrayLength());
+        var inspect = await MoeProcess.RunAsync(MoeProcess.CliDll, $"inspect {connect} --layer counted --json", TimeSpan.FromMinutes(1));
+        Assert.True(inspect.ExitCode == 0, inspect.Stderr);
+        var report = JsonDocument.Parse(inspect.Stdout).RootElement;
+        Assert.Equal("counted", report.GetProperty("layer").GetString());
+        Assert.Equal([0, 1, 2, 3], report.GetProperty("experts").EnumerateArray().Select(e => e.GetProperty("index").GetInt32()));
+        Assert.Equal(2, (await MoeProcess.RunAsync(MoeProcess.CliDll, $"rebalance {connect} --layer nowhere", TimeSpan.FromMinutes(1))).ExitCode);
+        Assert.Equal(2, (await MoeProcess.RunAsync(MoeProcess.CliDll, $"inspect {connect} --layer nowhere --json", TimeSpan.FromMinutes(1))).ExitCode);
         await layer.DeleteAsync();
     }
 }
