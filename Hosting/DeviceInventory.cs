@@ -27,7 +27,8 @@ public static class DeviceInventory
             {
                 if (n >= cudaDevices)
                     throw new ArgumentException(cudaDevices == 0
-                        ? $"--devices names {raw} but this machine has no CUDA device (or this build is the CPU build); use cpu or auto"
+                        ? $"--devices names {raw} but libtorch sees no CUDA device here: this machine has none, or this is the CPU build " +
+                          "(a GPU host builds with -p:MoeCuda=true, or MOE_CUDA=1 ./moe); use cpu or auto"
                         : $"--devices names {raw} but this machine has CUDA devices cuda:0..cuda:{cudaDevices - 1}");
                 name = $"cuda:{n}";
             }

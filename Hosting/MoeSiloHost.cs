@@ -46,8 +46,11 @@ public static class MoeSiloHost
             ConfigureTls(silo, options);
             silo.AddMoeCluster(options);
             if (statusPage) silo.AddDashboard();
+            // Every silo counts its recoveries and migrations from its start and tells any status page that asks.
+            silo.AddGrainService<MetricTotalsService>();
         });
-        if (statusPage) builder.Services.AddSingleton<LocalMetricTotals>();
+        builder.Services.AddSingleton<LocalMetricTotals>();
+        builder.Services.AddSingleton<IMetricTotalsClient, MetricTotalsClient>();
         MetricsExport.AddTo(builder, options);
     }
 

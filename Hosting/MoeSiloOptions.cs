@@ -37,6 +37,10 @@ public sealed record MoeSiloOptions
     public string Address { get; init; } = "127.0.0.1";
     /// <summary>An OTLP collector (<c>http://host:4317</c>) to export the metrics to; null: no export.</summary>
     public string? OtlpEndpoint { get; init; }
+    /// <summary>OTLP over <c>grpc</c> (port 4317 by convention) or <c>http</c> (protobuf over HTTP, 4318, path <c>/v1/metrics</c>).</summary>
+    public string OtlpProtocol { get; init; } = "grpc";
+    /// <summary>Seconds between two OTLP exports (OpenTelemetry's default: 60).</summary>
+    public double OtlpIntervalSeconds { get; init; } = 60;
     /// <summary>Port of a Prometheus scrape endpoint (<c>http://localhost:PORT/metrics</c>); 0: none.</summary>
     public int PrometheusPort { get; init; }
 }

@@ -37,6 +37,8 @@ public static class SiloCommand
         var address = new Option<string>("--address") { Description = "With Redis membership: the IP address other machines reach this silo at (default loopback: one machine)", DefaultValueFactory = _ => defaults.Address };
         var statusHost = new Option<string>("--status-host") { Description = "Address the status page listens on (0.0.0.0: every interface)", DefaultValueFactory = _ => defaults.StatusHost };
         var otlp = new Option<string?>("--otlp-endpoint") { Description = "Export metrics to this OTLP collector, e.g. http://localhost:4317; none by default", DefaultValueFactory = _ => defaults.OtlpEndpoint };
+        var otlpProtocol = new Option<string>("--otlp-protocol") { Description = "grpc (collector port 4317) or http (protobuf over HTTP, port 4318, path /v1/metrics)", DefaultValueFactory = _ => defaults.OtlpProtocol };
+        var otlpInterval = new Option<double>("--otlp-interval") { Description = "Seconds between two OTLP exports", DefaultValueFactory = _ => defaults.OtlpIntervalSeconds };
         var prometheus = new Option<int>("--prometheus-port") { Description = "Serve metrics for Prometheus at http://localhost:PORT/metrics; 0: none", DefaultValueFactory = _ => defaults.PrometheusPort };
 
         var command = new RootCommand("Runs one MoeCluster silo: it hosts experts on its device slots until Ctrl+C.\n\n" +
@@ -48,7 +50,7 @@ public static class SiloCommand
             "environment variable (MOE_Silo__GatewayPort=30001); the command line wins. See docs/configuration.md.")
         {
             cluster, port, gateway, primary, devices, perDevice, overcommit, clusterId, threads, store, name,
-            statusPort, statusHost, otlp, prometheus, tlsCert, tlsCa, address,
+            statusPort, statusHost, otlp, otlpProtocol, otlpInterval, prometheus, tlsCert, tlsCa, address,
         };
         command.SetAction(async (parse, cancel) =>
         {
@@ -76,6 +78,8 @@ public static class SiloCommand
                 StatusHost = parse.GetValue(statusHost)!,
                 Address = parse.GetValue(address)!,
                 OtlpEndpoint = parse.GetValue(otlp),
+                OtlpProtocol = parse.GetValue(otlpProtocol)!,
+                OtlpIntervalSeconds = parse.GetValue(otlpInterval),
                 PrometheusPort = parse.GetValue(prometheus),
             };
             try

@@ -20,11 +20,14 @@ public static class ExpertsCommand
         var count = new Option<int>("--count") { Description = "How many experts to add (split: how many copies)", DefaultValueFactory = _ => 1 };
         var expert = new Option<int>("--expert") { Description = "Id of the expert to split", Required = true };
         var ids = new Option<string>("--ids") { Description = "Comma-separated ids of the experts to remove", Required = true };
-        command.Subcommands.Add(Sub("add", "Adds fresh experts (weights from seed, layer and their new ids; fresh gate columns).", [count],
+        command.Subcommands.Add(Sub("add", "Adds fresh experts (weights from seed, layer and their new ids; fresh gate columns).\n\n" +
+            "Example: ./moe experts add --cluster redis://127.0.0.1:6379 --layer ffn-0 --count 2 --json\n" + ExitCodes.Help, [count],
             (layer, parse) => layer.AddExpertsAsync(parse.GetValue(count))));
-        command.Subcommands.Add(Sub("split", "Adds copies of a live expert: its weights, optimizer state and gate column.", [expert, count],
+        command.Subcommands.Add(Sub("split", "Adds copies of a live expert: its weights, optimizer state and gate column.\n\n" +
+            "Example: ./moe experts split --cluster redis://127.0.0.1:6379 --layer ffn-0 --expert 3\n" + ExitCodes.Help, [expert, count],
             (layer, parse) => layer.SplitExpertAsync(parse.GetValue(expert), parse.GetValue(count))));
-        command.Subcommands.Add(Sub("remove", "Removes experts by id; the others keep their ids.", [ids],
+        command.Subcommands.Add(Sub("remove", "Removes experts by id; the others keep their ids.\n\n" +
+            "Example: ./moe experts remove --cluster redis://127.0.0.1:6379 --layer ffn-0 --ids 0,5\n" + ExitCodes.Help, [ids],
             (layer, parse) => layer.RemoveExpertsAsync(ParseIds(parse.GetValue(ids)!))));
         return command;
     }

@@ -23,7 +23,7 @@ public static class ExportCommands
         var layer = new Option<string>("--layer") { Description = "Name of the layer", Required = true };
         var output = new Option<string>("--out") { Description = "The safetensors file to write", Required = true };
         var command = new Command("export", "Writes a layer's router and expert weights as a safetensors file.\n\n" +
-            "Example: ./moe export --cluster redis://127.0.0.1:6379 --layer ffn-0 --out ffn-0.safetensors") { layer, output };
+            "Example: ./moe export --cluster redis://127.0.0.1:6379 --layer ffn-0 --out ffn-0.safetensors\n" + ExitCodes.Help) { layer, output };
         connection.AddTo(command);
         command.SetAction(async (parse, cancel) =>
         {
@@ -42,13 +42,16 @@ public static class ExportCommands
         var layer = new Option<string>("--layer") { Description = "Name of the layer (it must exist with the file's shapes)", Required = true };
         var input = new Option<string>("--in") { Description = "The safetensors file to read", Required = true };
         var command = new Command("import", "Replaces a layer's weights with those of a safetensors file, as its next step; optimizer states start fresh.\n\n" +
-            "Example: ./moe import --cluster redis://127.0.0.1:6379 --layer ffn-0 --in ffn-0.safetensors") { layer, input };
+            "Example: ./moe import --cluster redis://127.0.0.1:6379 --layer ffn-0 --in ffn-0.safetensors\n" + ExitCodes.Help) { layer, input };
         connection.AddTo(command);
         command.SetAction(async (parse, cancel) =>
         {
+            var path = parse.GetValue(input)!;
+            // A missing file is bad input (exit 2), not a failed call to the cluster.
+            if (!File.Exists(path)) throw new ArgumentException($"--in {path} does not exist; expected a safetensors file written by export");
             await using var client = await connection.ConnectAsync(parse, cancel);
             var remote = await client.GetLayerAsync(parse.GetValue(layer)!);
-            using var content = SafeTensorsFile.Read(parse.GetValue(input)!);
+            using var content = SafeTensorsFile.Read(path);
             var version = await remote.ImportWeightsAsync(content.Tensors);
             Console.WriteLine($"imported {content.Tensors.Count} tensors into layer \"{remote.Name}\"; it is now at version {version}");
             return 0;

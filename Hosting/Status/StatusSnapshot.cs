@@ -9,7 +9,10 @@ public sealed record StatusSnapshot(
     SlotUsage[] Slots,
     StatusLayer[] Layers,
     long RecoveriesOnThisSilo,
-    long MigrationsToThisSilo);
+    long MigrationsToThisSilo,
+    long Recoveries,
+    long Migrations,
+    SiloMetricTotals[] SiloTotals);
 
 public sealed record StatusLayer(
     string Name,
@@ -24,15 +27,40 @@ public sealed record StatusLayer(
 
 public sealed record StatusExpert(int Index, string Silo, string Device, long TokensRouted, long TokensDropped, double ComputeMilliseconds);
 
-/// <summary>Asks the catalog for the layers, each router for its stats and the cluster grain for the slots.</summary>
-public sealed class StatusSnapshotSource(IGrainFactory grains, ILocalSiloDetails silo, LocalMetricTotals totals)
+/// <summary>
+/// Asks the catalog for the layers, each router for its stats, the cluster grain for the slots, and
+/// every active silo for its recovery and migration totals (<see cref="IMetricTotalsService"/>):
+/// the cluster-wide counts are the sum over the silos alive now.
+/// </summary>
+public sealed class StatusSnapshotSource(IGrainFactory grains, ILocalSiloDetails silo, LocalMetricTotals totals, IMetricTotalsClient siloTotals)
 {
     public async Task<StatusSnapshot> TakeAsync()
     {
         var slots = grains.GetGrain<IMoeClusterGrain>(0).GetSlotUsage();
+        var perSilo = SiloTotalsAsync();
         var names = await grains.GetGrain<ILayerCatalogGrain>(0).List();
         var layers = await Task.WhenAll(names.Select(LayerAsync));
-        return new StatusSnapshot(silo.SiloAddress.ToString(), DateTime.UtcNow, await slots, layers, totals.Recoveries, totals.Migrations);
+        var counted = await perSilo;
+        return new StatusSnapshot(silo.SiloAddress.ToString(), DateTime.UtcNow, await slots, layers, totals.Recoveries, totals.Migrations,
+            counted.Sum(t => t.Recoveries), counted.Sum(t => t.Migrations), counted);
+    }
+
+    private async Task<SiloMetricTotals[]> SiloTotalsAsync()
+    {
+        var hosts = await grains.GetGrain<IManagementGrain>(0).GetHosts(onlyActive: true);
+        var answers = await Task.WhenAll(hosts.Keys.Select(async address =>
+        {
+            try
+            {
+                return await siloTotals.On(address).GetTotals().WaitAsync(TimeSpan.FromSeconds(5));
+            }
+            catch (Exception)
+            {
+                // A silo that is going away must not blank the page; it is left out of the sums.
+                return null;
+            }
+        }));
+        return answers.OfType<SiloMetricTotals>().OrderBy(t => t.Silo, StringComparer.Ordinal).ToArray();
     }
 
     private async Task<StatusLayer> LayerAsync(string name)

@@ -117,6 +117,21 @@ public class ClusterCommandTests(RunningCluster running)
         var export = await running.Moe($"checkpoint export --layer cli-trained --out {file} {c}");
         Ok(export, "checkpoint export");
         Assert.Equal($"exported layer \"cli-trained\" at version 2 to {file}", export.Stdout.Trim());
+
+        // `checkpoint import` into a second layer of the same spec: its next step carries the weights.
+        var copy = await running.Client.CreateLayerAsync("cli-copy", new LayerSpec { DModel = 8, DFF = 16, NumExperts = 4, TopK = 2, Seed = 99 });
+        var import = await running.Moe($"checkpoint import --layer cli-copy --in {file} {c}");
+        Ok(import, "checkpoint import");
+        Assert.Equal("imported 17 tensors into layer \"cli-copy\"; it is now at version 1", import.Stdout.Trim());
+        var copied = Json((await running.Moe($"layers describe cli-copy --json {c}")).Stdout);
+        Assert.Equal(1, copied.GetProperty("version").GetInt64());
+        var (expected, actual) = (await layer.GetWeightsAsync(), await copy.GetWeightsAsync());
+        Assert.Equal(expected.Keys.Order(), actual.Keys.Order());
+        foreach (var (name, value) in expected) Assert.True(actual[name].Equals(value), $"{name} was not imported exactly");
+        var notThere = await running.Moe($"checkpoint import --layer cli-copy --in {file}.missing {c}");
+        Assert.Equal(2, notThere.ExitCode);
+        Assert.Equal($"moe: --in {file}.missing does not exist; expected a safetensors file written by export", notThere.Stderr.Trim());
+        await copy.DeleteAsync();
         Assert.Equal(2, (await running.Moe($"checkpoint list no-such-layer {c}")).ExitCode);
     }
 

@@ -26,8 +26,15 @@ public class ExpertsCommandTests
         var set = await layer.GetExpertSetAsync();
         Assert.Equal(new[] { 1, 2, 3, 5, 6 }, set.ExpertIds);
 
+        var json = await MoeProcess.RunAsync(MoeProcess.CliDll, $"experts add {connect} --json", TimeSpan.FromMinutes(1));
+        Assert.True(json.ExitCode == 0, json.Stderr);
+        var change = System.Text.Json.JsonDocument.Parse(json.Stdout).RootElement;
+        Assert.Equal([7], change.GetProperty("added").EnumerateArray().Select(e => e.GetInt32()));
+        Assert.Equal([1, 2, 3, 5, 6, 7], change.GetProperty("expert_ids").EnumerateArray().Select(e => e.GetInt32()));
+        Assert.Equal(6, change.GetProperty("spec").GetProperty("num_experts").GetInt32());
+
         var unknown = await MoeProcess.RunAsync(MoeProcess.CliDll, $"experts remove {connect} --ids 9", TimeSpan.FromMinutes(1));
         Assert.Equal(2, unknown.ExitCode);
-        Assert.Equal("moe: expert(s) 9 cannot be removed: layer \"elastic\" has experts 1, 2, 3, 5, 6", unknown.Stderr.Trim());
+        Assert.Equal("moe: expert(s) 9 cannot be removed: layer \"elastic\" has experts 1, 2, 3, 5, 6, 7", unknown.Stderr.Trim());
     }
 }

@@ -5,7 +5,7 @@ using Xunit;
 namespace MoeCluster.Cli.Tests;
 
 /// <summary>
-/// One silo process for the command tests, with its status page and Prometheus endpoint on, so
+/// One silo process for the command tests, with its status page, Prometheus endpoint and OTLP export on, so
 /// that one start (the slowest part) serves every command.
 /// </summary>
 public sealed class RunningCluster : IAsyncLifetime
@@ -14,16 +14,20 @@ public sealed class RunningCluster : IAsyncLifetime
     public MoeClusterClient Client { get; private set; } = null!;
     public int StatusPort { get; private set; }
     public int PrometheusPort { get; private set; }
+    /// <summary>The collector the silo exports its metrics to over OTLP/HTTP, every second.</summary>
+    public OtlpReceiver Otlp { get; private set; } = null!;
 
     /// <summary>The options that point a CLI command at this cluster.</summary>
     public string Connect => $"--cluster {Cluster.Address} --cluster-id {Cluster.ClusterId}";
 
     public async Task InitializeAsync()
     {
-        var ports = SiloProcess.FreePorts(2);
+        var ports = SiloProcess.FreePorts(3);
         (StatusPort, PrometheusPort) = (ports[0], ports[1]);
+        Otlp = new OtlpReceiver(ports[2]);
         Cluster = await ProcessCluster.StartAsync(silos: 1,
-            $"--devices cpu --experts-per-device 16 --threads 1 --status-port {StatusPort} --prometheus-port {PrometheusPort}");
+            $"--devices cpu --experts-per-device 16 --threads 1 --status-port {StatusPort} --prometheus-port {PrometheusPort} " +
+            $"--otlp-endpoint {Otlp.Endpoint} --otlp-protocol http --otlp-interval 1");
         Client = await Cluster.Connect();
     }
 
@@ -34,6 +38,7 @@ public sealed class RunningCluster : IAsyncLifetime
     {
         await Client.DisposeAsync();
         await Cluster.DisposeAsync();
+        await Otlp.DisposeAsync();
     }
 }
 

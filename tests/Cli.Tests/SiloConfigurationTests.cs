@@ -48,6 +48,11 @@ public class SiloConfigurationTests
             (exit, _, stderr) = await Silo("--cluster redis://127.0.0.1:1 --address not-an-ip", directory);
             Assert.Equal(2, exit);
             Assert.Equal("moe silo: --address is 'not-an-ip'; expected the IP address other machines reach this silo at", stderr.Trim());
+
+            // A CUDA device on a machine (or a build) without one: refused before anything starts.
+            (exit, _, stderr) = await Silo("--devices cuda:0", directory);
+            Assert.Equal(2, exit);
+            Assert.StartsWith("moe silo: --devices names cuda:0 but libtorch sees no CUDA device here", stderr.Trim());
         }
         finally
         {

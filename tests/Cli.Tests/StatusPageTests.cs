@@ -36,6 +36,26 @@ public class StatusPageTests(RunningCluster running, ITestOutputHelper output)
         Assert.True(routed > 0);
         await browser.WaitFor($"[...{rows}].reduce((s, r) => s + Number(r.dataset.routed), 0) === {routed} && {cells}.some(t => t > 0)",
             TimeSpan.FromSeconds(30), $"the heat map showing the {routed} tokens routed");
+
+        // Training steps: the layer's step rate (over the page's last 10 s) rises above zero, and
+        // the cluster-wide counters are on the page.
+        using (var generator = new Generator(9))
+            for (int step = 0; step < 3; step++)
+            {
+                using var x = randn(32, 8, generator: generator);
+                using var forward = await layer.ForwardAsync(x);
+                using var dx = await layer.BackwardAsync(forward.BatchId, x);
+                await layer.StepAsync();
+            }
+        var section = $"document.querySelector('section.layer[data-layer=\"{name}\"]')";
+        await browser.WaitFor($"{section} && Number({section}.dataset.stepRate) > 0 && {section}.textContent.includes('version 3 ')",
+            TimeSpan.FromSeconds(30), "the page showing the layer's step rate after 3 steps");
+        var counters = (await browser.Evaluate("[document.getElementById('counters').dataset.recoveries, document.getElementById('counters').dataset.migrations]"))!.AsArray();
+        Assert.All(counters, c => Assert.True(long.Parse(c!.GetValue<string>()) >= 0));
+        Assert.Contains("1 silo(s) answering", (await browser.Evaluate("document.getElementById('counters').textContent"))!.GetValue<string>());
+        var drops = (await browser.Evaluate($"[Number({section}.dataset.dropped), [...{rows}].reduce((s, r) => s + Number(r.dataset.dropped), 0)]"))!.AsArray();
+        Assert.Equal(drops[1]!.GetValue<double>(), drops[0]!.GetValue<double>());
+
         var shot = Path.Combine(AppContext.BaseDirectory, "status-page.png");
         await browser.Screenshot(shot);
         output.WriteLine($"screenshot of the status page: {shot}");
@@ -44,6 +64,31 @@ public class StatusPageTests(RunningCluster running, ITestOutputHelper output)
         await browser.Navigate($"http://127.0.0.1:{running.StatusPort}/dashboard/");
         await browser.WaitFor("document.readyState === 'complete' && document.body.innerText.length > 0", TimeSpan.FromSeconds(30),
             "the Orleans Dashboard rendering");
+        await layer.DeleteAsync();
+    }
+
+    [Fact]
+    public async Task OTLP_export_sends_the_MoeCluster_instruments_after_a_training_step()
+    {
+        var layer = await running.Client.CreateLayerAsync("otlp-sent", new LayerSpec { DModel = 8, DFF = 16, NumExperts = 2, TopK = 1, Seed = 10 });
+        using (var x = randn(16, 8))
+        using (var forward = await layer.ForwardAsync(x))
+        using (var dx = await layer.BackwardAsync(forward.BatchId, x))
+            await layer.StepAsync();
+        // Instrument names and the layer's tag value are plain strings in the protobuf body; the
+        // silo exports every second, so the step shows within a few exports even under load.
+        string[] wanted = ["moe.layer.step.duration", "moe.tokens.routed", "moe.layer.forward.duration", "moe.checkpoint.write.bytes", "otlp-sent", "moecluster-silo"];
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (!running.Otlp.AnyMetricsRequestContains(wanted))
+        {
+            Assert.True(DateTime.UtcNow < deadline,
+                $"no OTLP export with {string.Join(", ", wanted)} within 60 s; {running.Otlp.Requests.Count} request(s) to " +
+                string.Join(", ", running.Otlp.Requests.Select(r => r.Path).Distinct()));
+            await Task.Delay(500);
+        }
+        var request = running.Otlp.Requests.First(r => r.Path == "/v1/metrics");
+        Assert.Equal("application/x-protobuf", request.ContentType);
+        Assert.DoesNotContain(running.Otlp.Requests, r => r.Path != "/v1/metrics");
         await layer.DeleteAsync();
     }
 

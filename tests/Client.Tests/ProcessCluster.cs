@@ -41,10 +41,13 @@ public sealed class ProcessCluster : IAsyncDisposable
     }
 
     /// <summary>Starts one more silo with the same arguments (a replacement for a lost one) and returns it.</summary>
-    public async Task<SiloProcess> AddSiloAsync()
+    public async Task<SiloProcess> AddSiloAsync() => await AddSiloAsync("");
+
+    /// <summary>Starts one more silo with the same arguments and <paramref name="more"/> (e.g. its own status port).</summary>
+    public async Task<SiloProcess> AddSiloAsync(string more)
     {
         var ports = SiloProcess.FreePorts(2);
-        var silo = await SiloProcess.StartAsync(arguments, ports[0], ports[1]);
+        var silo = await SiloProcess.StartAsync($"{arguments} {more}", ports[0], ports[1]);
         Silos.Add(silo);
         return silo;
     }

@@ -1,0 +1,65 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Text;
+
+namespace MoeCluster.Cli.Tests;
+
+/// <summary>
+/// A tiny OTLP/HTTP collector: accepts <c>POST /v1/metrics</c> (an ExportMetricsServiceRequest in
+/// protobuf), keeps each body and answers 200 with an empty response. Instrument names, tag values
+/// and the service name are length-delimited strings in protobuf, so they appear in a body as plain
+/// bytes and a test can look for them without decoding it.
+/// </summary>
+public sealed class OtlpReceiver : IAsyncDisposable
+{
+    private readonly HttpListener listener = new();
+    private readonly ConcurrentQueue<(string Path, string ContentType, byte[] Body)> requests = new();
+    private readonly Task loop;
+
+    public OtlpReceiver(int port)
+    {
+        Port = port;
+        listener.Prefixes.Add($"http://127.0.0.1:{port}/");
+        listener.Start();
+        loop = Task.Run(ServeAsync);
+    }
+
+    public int Port { get; }
+    public string Endpoint => $"http://127.0.0.1:{Port}";
+    public IReadOnlyCollection<(string Path, string ContentType, byte[] Body)> Requests => requests;
+
+    /// <summary>Whether one request to <c>/v1/metrics</c> carries every one of <paramref name="strings"/>.</summary>
+    public bool AnyMetricsRequestContains(params string[] strings) =>
+        requests.Any(r => r.Path == "/v1/metrics" && strings.All(s => r.Body.AsSpan().IndexOf(Encoding.UTF8.GetBytes(s)) >= 0));
+
+    private async Task ServeAsync()
+    {
+        while (listener.IsListening)
+        {
+            HttpListenerContext context;
+            try { context = await listener.GetContextAsync(); }
+            catch (Exception e) when (e is HttpListenerException or ObjectDisposedException or InvalidOperationException) { return; }
+            try
+            {
+                using var body = new MemoryStream();
+                await context.Request.InputStream.CopyToAsync(body);
+                var path = context.Request.Url!.AbsolutePath;
+                requests.Enqueue((path, context.Request.ContentType ?? "", body.ToArray()));
+                context.Response.StatusCode = context.Request.HttpMethod == "POST" && path == "/v1/metrics" ? 200 : 404;
+                context.Response.ContentType = "application/x-protobuf";
+                context.Response.ContentLength64 = 0;
+            }
+            finally
+            {
+                context.Response.Close();
+            }
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        listener.Stop();
+        listener.Close();
+        await loop;
+    }
+}
