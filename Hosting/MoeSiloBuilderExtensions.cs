@@ -4,6 +4,7 @@ using MoeCluster.Grains.Compute;
 using MoeCluster.Grains.Experts;
 using MoeCluster.Grains.Placement;
 using MoeCluster.Grains.Telemetry;
+using Orleans.Configuration;
 using Orleans.Runtime.MembershipService.SiloMetadata;
 using TorchSharp;
 
@@ -23,6 +24,17 @@ public static class MoeSiloBuilderExtensions
         var threads = options.TorchThreads > 0 ? options.TorchThreads : Environment.ProcessorCount;
         // Process-wide: every silo in the process shares libtorch's intra-op pool.
         torch.set_num_threads(threads);
+        // Orleans' strongly consistent directory: while a silo leaves gracefully, the default one can
+        // let a call activate a second router of a layer elsewhere, whose missing state costs a replay.
+#pragma warning disable ORLEANSEXP003 // experimental in Orleans 10
+        builder.AddDistributedGrainDirectory();
+#pragma warning restore ORLEANSEXP003
+        // Its range lease holds a crashed silo's grains unregistrable for 30 s minus failure
+        // detection (16 s from kill to the next step here, against the 10 s goal). It guards
+        // against a silo declared dead that still runs; the layer does not need it: every expert
+        // call names the expert's incarnation and every step the router's epoch, so state left on
+        // such a silo is refused, never mixed.
+        builder.Configure<GrainDirectoryOptions>(o => o.RangeLeaseDuration = TimeSpan.Zero);
         builder.UseSiloMetadata(SiloSlotMetadata.Encode(slots, options.AllowOvercommit));
         builder.AddPlacementDirector<DeviceSlotPlacement, DeviceSlotPlacementDirector>();
         builder.AddIncomingGrainCallFilter<LayerCallMetricsFilter>();

@@ -107,14 +107,13 @@ public class FailoverTests(FailoverBaseline baseline, ITestOutputHelper output) 
         // Between step 4's forwards and its backwards: the experts leave holding saved forwards and gradients.
         await Train(layer, 1, ShortRun, (Phase.Backward, victim), graceful: true);
 
-        // Usually no recovery: a call that was in flight through the stopped silo's gateway is sent
-        // again and the router answers it from what it kept. On this 2-core machine under heavy
-        // load one run in four saw one expert come back from its checkpoint instead of its hand-off
-        // (one replay, exact weights); the victim's hand-off lines are printed to find out why.
+        // No recovery: a call that was in flight through the stopped silo's gateway is sent again
+        // and the router answers it from what it kept. (With Orleans' default grain directory one
+        // run in four here activated a second router while the silo left, costing one replay.)
         output.WriteLine($"SIGTERM of silo {victim.SiloPort}: {layer.Recoveries} recoveries, {layer.Repeats} repeated calls");
         if (layer.Recoveries > 0)
             output.WriteLine(string.Join("\n", victim.Log.Split('\n').Where(l => l.Contains("hand", StringComparison.OrdinalIgnoreCase) || l.Contains("fail", StringComparison.OrdinalIgnoreCase))));
-        Assert.True(layer.Recoveries <= 1, $"{layer.Recoveries} recoveries after one graceful stop");
+        Assert.Equal(0, layer.Recoveries);
         Assert.Contains("hands off from silo", victim.Log);
         var logs = string.Concat(cluster.Silos.Where(s => s != victim).Select(s => s.Log));
         Assert.Equal(moved, logs.Split('\n').Count(l => l.Contains("taken over on silo") && l.Contains("with 2 forward(s) awaiting backward")));
