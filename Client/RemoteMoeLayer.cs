@@ -432,6 +432,13 @@ public sealed class RemoteMoeLayer
     /// </summary>
     public Task<ExpertMove> MoveExpertAsync(int id, string silo) => Retry(() => router.MoveExpert(id, silo));
 
+    /// <summary>
+    /// Moves experts live, at a step boundary, until the cluster's device slots are evenly used.
+    /// The router does this by itself at the end of the first step after a silo joins; this asks
+    /// for it now. Returns the moves made (none when the slots are even already).
+    /// </summary>
+    public Task<ExpertMove[]> SpreadExpertsAsync() => Retry(() => router.SpreadExperts());
+
     public Task<TrainingControls> GetTrainingControlsAsync() => Retry(() => router.GetTrainingControls());
 
     /// <summary>Optimizer steps applied to the layer.</summary>

@@ -94,6 +94,13 @@ public interface IMoeRouterGrain : IGrainWithStringKey
     /// </summary>
     Task<ExpertMove> MoveExpert(int id, string silo);
 
+    /// <summary>
+    /// Moves experts of this layer live, at a step boundary, until the cluster's device slots are
+    /// evenly used (what the router does by itself at the end of a step after a silo joined).
+    /// Refused while a step has micro-batches on the layer. Returns the moves made.
+    /// </summary>
+    Task<ExpertMove[]> SpreadExperts();
+
     /// <summary>Deletes the layer: its experts, its checkpoints, and the router's state.</summary>
     Task Delete();
 

@@ -137,6 +137,7 @@ public sealed partial class RouterGrain(
         }
         durableVersion = version;
         reconciled = false;
+        knownSilos = SilosWithSlots();
         logger.LogInformation("Router of layer {Layer} activated on silo {Silo}; restored version {Version} from its checkpoint",
             Layer, slots.Local.Silo, version);
     }
@@ -320,6 +321,7 @@ public sealed partial class RouterGrain(
         version = durableVersion = 0;
         controls = new TrainingControls();
         await WriteCheckpoint(); // the layer exists once its router's version 0 is durable
+        knownSilos = SilosWithSlots();
         await GrainFactory.GetGrain<ILayerCatalogGrain>(0).Add(Layer);
         logger.LogInformation("Layer {Layer} created: {Experts} experts, top-{K}, on {Silos} silo(s)",
             Layer, newConfig.NumExperts, newConfig.TopK, placements.Select(p => p.Silo).Distinct().Count());
@@ -585,6 +587,7 @@ public sealed partial class RouterGrain(
                 commit = Commit(await Capture());
                 if (s.CheckpointBeforeStepReturns) await commit;
             }
+            await SpreadIfSilosJoined(); // scale-out: a silo that joined takes experts here, between steps
             logger.LogDebug("Layer {Layer} applied step {Step} (gradient scale {Scale}, durable {Durable})", Layer, stepId, scale, durableVersion);
             return new StepResult(version, durableVersion);
         }
