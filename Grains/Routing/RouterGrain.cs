@@ -403,7 +403,8 @@ public sealed partial class RouterGrain(
                 sent.Add(e);
                 var known = train ? IncarnationOf(e) : null;
                 var target = experts[e]; // the retry runs the lambda again, after the loop has moved on
-                calls.Add(UndeliveredRetry.Call(() => target.Forward(batchId, input, train, at, known)));
+                calls.Add(train ? UndeliveredRetry.Call(() => target.Forward(batchId, input, train, at, known))
+                    : InferenceForward(e, target, batchId, input, at)); // inference may share the rows with replicas
             }
             var answers = await Task.WhenAll(calls);
             if (train) for (int j = 0; j < sent.Count; j++) Remember(sent[j], answers[j]);
@@ -588,6 +589,7 @@ public sealed partial class RouterGrain(
                 if (s.CheckpointBeforeStepReturns) await commit;
             }
             await SpreadIfSilosJoined(); // scale-out: a silo that joined takes experts here, between steps
+            await RefreshReplicas(); // replicas never serve stale weights: they hold the new version before the step returns
             logger.LogDebug("Layer {Layer} applied step {Step} (gradient scale {Scale}, durable {Durable})", Layer, stepId, scale, durableVersion);
             return new StepResult(version, durableVersion);
         }
@@ -758,6 +760,7 @@ public sealed partial class RouterGrain(
         await CommitSettled();
         await DiscardPending();
         await Task.WhenAll(experts.Select(e => e.Delete()));
+        await DeleteReplicas();
         await RetireRemoved();
         await store.DeleteAsync(CheckpointKey);
         await GrainFactory.GetGrain<ILayerCatalogGrain>(0).Remove(Layer);
@@ -815,6 +818,7 @@ public sealed partial class RouterGrain(
             PendingBatches = pending.Count,
             ExpiredBatches = expiredBatches,
             Moves = moves.ToArray(),
+            Replicas = await ReplicaStats(),
         };
     }
 
