@@ -31,7 +31,7 @@ public static class RebalanceCommand
             var remote = await client.GetLayerAsync(parse.GetValue(layer)!);
             var plan = await client.PlanRebalanceAsync(remote, targetRatio: parse.GetValue(target), measure: parse.GetValue(by));
             var moves = parse.GetValue(dryRun) ? [] : await client.ApplyRebalanceAsync(remote, plan);
-            if (parse.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(new { plan, moves }, CliJson.Options));
+            if (parse.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(new { plan, moves }, CliJson.Lines)); // enums by name
             else
             {
                 foreach (var line in Describe(plan)) Console.WriteLine(line);

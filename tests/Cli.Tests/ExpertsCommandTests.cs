@@ -46,5 +46,14 @@ public class ExpertsCommandTests
         Assert.True(unreplicate.ExitCode == 0, unreplicate.Stderr);
         Assert.Equal("removed the replicas of expert 2 of layer \"elastic\"", unreplicate.Stdout.Trim());
         Assert.Empty((await layer.GetStatsAsync()).Replicas);
+
+        // One silo: nothing to move, but the plan names its measure, window and device loads.
+        var rebalance = await MoeProcess.RunAsync(MoeProcess.CliDll, $"rebalance {connect} --dry-run --by ComputeTime --json", TimeSpan.FromMinutes(1));
+        Assert.True(rebalance.ExitCode == 0, rebalance.Stderr);
+        using var plan = System.Text.Json.JsonDocument.Parse(rebalance.Stdout);
+        Assert.Equal("compute_time", plan.RootElement.GetProperty("plan").GetProperty("measure").GetString());
+        Assert.Equal("since the layer's start", plan.RootElement.GetProperty("plan").GetProperty("window").GetString());
+        Assert.Equal(0, plan.RootElement.GetProperty("plan").GetProperty("moves").GetArrayLength());
+        Assert.Single(plan.RootElement.GetProperty("plan").GetProperty("device_load_before").EnumerateObject());
     }
 }

@@ -17,10 +17,12 @@ public class ScaleOutTests(ITestOutputHelper output)
     [Fact]
     public async Task A_silo_added_mid_run_ends_with_its_share_of_experts_and_the_weights_of_the_run_without_it()
     {
+        var watch = System.Diagnostics.Stopwatch.StartNew();
         // 2 silos of 8 slots hold the 8 experts 4 + 4; a third of 8 slots evens out at 3 + 3 + 2.
         await using var cluster = await ProcessCluster.StartAsync(silos: 2, "--devices cpu --experts-per-device 8 --threads 1");
         await using var client = await cluster.Connect();
 
+        output.WriteLine($"{watch.Elapsed.TotalSeconds:F1} s: 2 silos up");
         var baseline = await client.CreateLayerAsync(LayerName, FailoverTests.Spec);
         await FailoverTests.Train(baseline, 1, Steps);
         var without = await baseline.GetWeightsAsync();
@@ -29,6 +31,7 @@ public class ScaleOutTests(ITestOutputHelper output)
 
         var layer = await client.CreateLayerAsync(LayerName, FailoverTests.Spec);
         await FailoverTests.Train(layer, 1, JoinAfterStep);
+        output.WriteLine($"{watch.Elapsed.TotalSeconds:F1} s: baseline run done, 2 steps of the second");
         var joined = await cluster.AddSiloAsync();
         var deadline = DateTime.UtcNow.AddSeconds(30);
         while ((await client.GetSlotUsageAsync()).Where(u => u.Capacity > 0).Select(u => u.Silo).Distinct().Count() < 3)
@@ -36,7 +39,9 @@ public class ScaleOutTests(ITestOutputHelper output)
             Assert.True(DateTime.UtcNow < deadline, "the new silo's slots did not become known within 30 s");
             await Task.Delay(100);
         }
+        output.WriteLine($"{watch.Elapsed.TotalSeconds:F1} s: the third silo's slots are known");
         await FailoverTests.Train(layer, JoinAfterStep + 1, Steps);
+        output.WriteLine($"{watch.Elapsed.TotalSeconds:F1} s: run done");
 
         var stats = await layer.GetStatsAsync();
         var onNew = stats.Experts.Count(e => e.Expert.Placement.Silo.Contains($":{joined.SiloPort}:"));
