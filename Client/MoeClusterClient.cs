@@ -136,13 +136,15 @@ public sealed class MoeClusterClient : IAsyncDisposable
     }
 
     /// <summary>
-    /// Plans moves of <paramref name="layer"/>'s experts that even out the tokens routed per silo
-    /// since <paramref name="since"/> (a stats snapshot; null: since the layer's start). Changes nothing.
+    /// Plans moves of <paramref name="layer"/>'s experts that even out the load per silo: tokens
+    /// routed, or compute time (<paramref name="measure"/>), since <paramref name="since"/> (a stats
+    /// snapshot), or with no snapshot as the experts' moving averages per step. Changes nothing.
     /// </summary>
-    public async Task<Rebalancing.RebalancePlan> PlanRebalanceAsync(RemoteMoeLayer layer, LayerStats? since = null, double targetRatio = 1.05)
+    public async Task<Rebalancing.RebalancePlan> PlanRebalanceAsync(RemoteMoeLayer layer, LayerStats? since = null, double targetRatio = 1.05,
+        Rebalancing.RebalanceMeasure measure = Rebalancing.RebalanceMeasure.Tokens)
     {
         ArgumentNullException.ThrowIfNull(layer);
-        return Rebalancing.RebalancePlanner.Plan(await layer.GetStatsAsync(), await GetSlotUsageAsync(), since, targetRatio);
+        return Rebalancing.RebalancePlanner.Plan(await layer.GetStatsAsync(), await GetSlotUsageAsync(), since, targetRatio, measure: measure);
     }
 
     /// <summary>

@@ -433,6 +433,24 @@ public sealed class RemoteMoeLayer
     /// </summary>
     public Task<ExpertMove> MoveExpertAsync(int id, string silo) => Retry(() => router.MoveExpert(id, silo));
 
+    /// <summary>
+    /// Moves experts live, at a step boundary, until the cluster's device slots are evenly used.
+    /// The router does this by itself at the end of the first step after a silo joins; this asks
+    /// for it now. Returns the moves made (none when the slots are even already).
+    /// </summary>
+    public Task<ExpertMove[]> SpreadExpertsAsync() => Retry(() => router.SpreadExperts());
+
+    /// <summary>
+    /// Gives expert <paramref name="id"/> <paramref name="count"/> more read-only replicas on other
+    /// devices, at a step boundary: inference forwards split its tokens among them with unchanged
+    /// outputs; training uses the expert alone; each step refreshes the replicas before it returns.
+    /// Returns every replica of the expert (<see cref="LayerStats.Replicas"/> shows their load).
+    /// </summary>
+    public Task<ExpertReplica[]> ReplicateExpertAsync(int id, int count = 1) => Retry(() => router.ReplicateExpert(id, count));
+
+    /// <summary>Removes every replica of expert <paramref name="id"/>; returns how many there were.</summary>
+    public Task<int> RemoveReplicasAsync(int id) => Retry(() => router.RemoveReplicas(id));
+
     public Task<TrainingControls> GetTrainingControlsAsync() => Retry(() => router.GetTrainingControls());
 
     /// <summary>Optimizer steps applied to the layer.</summary>

@@ -97,6 +97,25 @@ public interface IMoeRouterGrain : IGrainWithStringKey
     /// </summary>
     Task<ExpertMove> MoveExpert(int id, string silo);
 
+    /// <summary>
+    /// Moves experts of this layer live, at a step boundary, until the cluster's device slots are
+    /// evenly used (what the router does by itself at the end of a step after a silo joined).
+    /// Refused while a step has micro-batches on the layer. Returns the moves made.
+    /// </summary>
+    Task<ExpertMove[]> SpreadExperts();
+
+    /// <summary>
+    /// Gives expert <paramref name="id"/> <paramref name="count"/> more read-only replicas on other
+    /// device slots (other silos first), at a step boundary. Inference forwards split the expert's
+    /// rows between it and its replicas (outputs do not change); training uses the expert alone;
+    /// every step loads the replicas with the new weights before it returns, and a replica serves
+    /// only the version it holds. Returns every replica of the expert.
+    /// </summary>
+    Task<ExpertReplica[]> ReplicateExpert(int id, int count);
+
+    /// <summary>Removes every replica of expert <paramref name="id"/>; returns how many there were.</summary>
+    Task<int> RemoveReplicas(int id);
+
     /// <summary>Deletes the layer: its experts, its checkpoints, and the router's state.</summary>
     Task Delete();
 

@@ -14,7 +14,7 @@ public sealed record ExpertStats
     [Id(2)] public long TokensProcessed { get; init; }
     [Id(3)] public long ForwardCalls { get; init; }
     [Id(4)] public long BackwardCalls { get; init; }
-    /// <summary>Milliseconds spent in forward and backward compute.</summary>
+    /// <summary>Milliseconds spent in forward, backward and optimizer compute.</summary>
     [Id(5)] public double ComputeMilliseconds { get; init; }
     /// <summary>Training forwards still waiting for their backward.</summary>
     [Id(6)] public int PendingForwards { get; init; }
@@ -22,6 +22,17 @@ public sealed record ExpertStats
     [Id(7)] public long ExpiredForwards { get; init; }
     /// <summary>Optimizer steps applied.</summary>
     [Id(8)] public long Version { get; init; }
+    /// <summary>
+    /// Rows computed per step, as a moving average over steps (weight 1/4 to the newest step; the
+    /// first step seeds it). Inference forwards between steps count towards the next step.
+    /// Starts over when the expert moves or comes back from its checkpoint.
+    /// </summary>
+    [Id(30)] public double TokensPerStep { get; init; }
+    /// <summary>
+    /// Milliseconds of forward and backward compute per step (the part that follows the routing;
+    /// the optimizer's is the same for every expert), averaged like <see cref="TokensPerStep"/>.
+    /// </summary>
+    [Id(31)] public double ComputeMillisecondsPerStep { get; init; }
 }
 
 /// <summary>An expert as its layer sees it: the router's routing counts beside the expert's own stats.</summary>
@@ -47,6 +58,8 @@ public sealed record LayerStats
     [Id(7)] public long ExpiredBatches { get; init; }
     /// <summary>Live moves of experts between silos, oldest first (the router's memory; the newest 100).</summary>
     [Id(8)] public ExpertMove[] Moves { get; init; } = [];
+    /// <summary>Read-only replicas of experts for inference, with the version each holds and the rows it computed.</summary>
+    [Id(32)] public ExpertReplica[] Replicas { get; init; } = [];
 
     public long TokensRouted => Experts.Sum(e => e.TokensRouted);
     public long TokensDropped => Experts.Sum(e => e.TokensDropped);

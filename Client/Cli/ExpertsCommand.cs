@@ -7,7 +7,8 @@ namespace MoeCluster.Cli;
 /// <summary>
 /// <c>./moe experts add|split|remove --layer L</c>: changes the expert count of a layer in a
 /// running cluster at its step boundary (the layer refuses while a step is under way), and prints
-/// the layer's expert ids after the change.
+/// the layer's expert ids after the change. <c>experts replicate|unreplicate</c> gives an expert
+/// read-only inference replicas, or takes them away.
 /// </summary>
 public static class ExpertsCommand
 {
@@ -16,7 +17,8 @@ public static class ExpertsCommand
         var command = new Command("experts", "Adds, splits or removes experts of a layer while it trains, at a step boundary.\n\n" +
             "Examples: ./moe experts add --cluster redis://127.0.0.1:6379 --layer ffn-0 --count 2\n" +
             "          ./moe experts split --cluster redis://127.0.0.1:6379 --layer ffn-0 --expert 3\n" +
-            "          ./moe experts remove --cluster redis://127.0.0.1:6379 --layer ffn-0 --ids 0,5");
+            "          ./moe experts remove --cluster redis://127.0.0.1:6379 --layer ffn-0 --ids 0,5\n" +
+            "          ./moe experts replicate --cluster redis://127.0.0.1:6379 --layer ffn-0 --expert 3 --count 2");
         var count = new Option<int>("--count") { Description = "How many experts to add (split: how many copies)", DefaultValueFactory = _ => 1 };
         var expert = new Option<int>("--expert") { Description = "Id of the expert to split", Required = true };
         var ids = new Option<string>("--ids") { Description = "Comma-separated ids of the experts to remove", Required = true };
@@ -29,6 +31,35 @@ public static class ExpertsCommand
         command.Subcommands.Add(Sub("remove", "Removes experts by id; the others keep their ids.\n\n" +
             "Example: ./moe experts remove --cluster redis://127.0.0.1:6379 --layer ffn-0 --ids 0,5\n" + ExitCodes.Help, [ids],
             (layer, parse) => layer.RemoveExpertsAsync(ParseIds(parse.GetValue(ids)!))));
+        var hot = new Option<int>("--expert") { Description = "Id of the expert", Required = true };
+        var copies = new Option<int>("--count") { Description = "How many more replicas", DefaultValueFactory = _ => 1 };
+        command.Subcommands.Add(Replicas("replicate", "Gives an expert read-only replicas on other devices that share its inference tokens.", [hot, copies],
+            async (layer, parse) => (object)await layer.ReplicateExpertAsync(parse.GetValue(hot), parse.GetValue(copies)),
+            (layer, parse, result) => $"expert {parse.GetValue(hot)} of layer \"{layer}\" has {((ExpertReplica[])result).Length} replica(s): " +
+                string.Join(", ", ((ExpertReplica[])result).Select(r => $"{r.Placement.Silo} {r.Placement.Device} (version {r.Version})"))));
+        command.Subcommands.Add(Replicas("unreplicate", "Removes every replica of an expert.", [hot],
+            async (layer, parse) => (object)new { removed = await layer.RemoveReplicasAsync(parse.GetValue(hot)) },
+            (layer, parse, _) => $"removed the replicas of expert {parse.GetValue(hot)} of layer \"{layer}\""));
+        return command;
+    }
+
+    private static Command Replicas(string name, string description, Option[] options, Func<RemoteMoeLayer, ParseResult, Task<object>> act,
+        Func<string, ParseResult, object, string> describe)
+    {
+        var connection = new ClusterConnection();
+        var layer = new Option<string>("--layer") { Description = "Name of the layer", Required = true };
+        var json = new Option<bool>("--json") { Description = "Print the result as JSON on stdout" };
+        var command = new Command(name, description) { layer, json };
+        foreach (var option in options) command.Options.Add(option);
+        connection.AddTo(command);
+        command.SetAction(async (parse, cancel) =>
+        {
+            await using var client = await MoeClusterClient.ConnectAsync(connection.Options(parse), cancel);
+            var remote = await client.GetLayerAsync(parse.GetValue(layer)!);
+            var result = await act(remote, parse);
+            Console.WriteLine(parse.GetValue(json) ? JsonSerializer.Serialize(result, CliJson.Options) : describe(remote.Name, parse, result));
+            return 0;
+        });
         return command;
     }
 

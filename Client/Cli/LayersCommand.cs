@@ -105,7 +105,7 @@ public static class LayersCommand
             if (parse.GetValue(json))
             {
                 CliJson.Print(new { summary.Name, summary.Version, Spec = stats.Spec, summary.MicroBatches, stats.PendingBatches,
-                    summary.TokensRouted, summary.TokensDropped, summary.RouterSilo, summary.Experts });
+                    summary.TokensRouted, summary.TokensDropped, summary.RouterSilo, summary.Experts, stats.Moves, stats.Replicas });
                 return ExitCodes.Ok;
             }
             var spec = new Table().Title($"layer {Markup.Escape(summary.Name)}, version {summary.Version}").AddColumns("setting", "value");

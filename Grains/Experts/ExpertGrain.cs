@@ -57,6 +57,9 @@ public sealed class ExpertGrain(
 
     private long tokensProcessed, forwardCalls, backwardCalls, expiredForwards;
     private TimeSpan computeTime;
+    // Load as moving averages per step (for the rebalancer): the rows and compute time since the
+    // last step, folded in at each step. They start over when the expert moves or is restored.
+    private readonly LoadAverage load = new();
 
     private string Name => $"{layer}/{index}";
     private string CheckpointKey => CheckpointCodec.ExpertKey(layer, index);
@@ -337,6 +340,7 @@ public sealed class ExpertGrain(
         computeTime += elapsed;
         forwardCalls++;
         tokensProcessed += x.Shape[0];
+        load.Add(x.Shape[0], elapsed);
         return new ExpertOutput(y, incarnation);
     }
 
@@ -355,6 +359,7 @@ public sealed class ExpertGrain(
         });
         computeTime += elapsed;
         backwardCalls++;
+        load.Add(0, elapsed);
         return new ExpertOutput(dx, incarnation);
     }
 
@@ -401,6 +406,7 @@ public sealed class ExpertGrain(
                 OptimizerFactory.Step(o, ps, gradScale);
             });
         computeTime += watch.Elapsed;
+        load.EndStep(); // the optimizer's time is the same for every expert: not load that routing moves
         version = stepId;
         if (version % s.CheckpointEvery == 0)
         {
@@ -577,6 +583,8 @@ public sealed class ExpertGrain(
         PendingForwards = expert?.PendingCount ?? 0,
         ExpiredForwards = expiredForwards,
         Version = version,
+        TokensPerStep = load.TokensPerStep,
+        ComputeMillisecondsPerStep = load.ComputeMillisecondsPerStep,
     });
 
     public async Task<NamedTensor[]> GetWeights()

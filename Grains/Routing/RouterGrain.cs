@@ -137,6 +137,7 @@ public sealed partial class RouterGrain(
         }
         durableVersion = version;
         reconciled = false;
+        knownSilos = SilosWithSlots();
         logger.LogInformation("Router of layer {Layer} activated on silo {Silo}; restored version {Version} from its checkpoint",
             Layer, slots.Local.Silo, version);
     }
@@ -320,6 +321,7 @@ public sealed partial class RouterGrain(
         version = durableVersion = 0;
         controls = new TrainingControls();
         await WriteCheckpoint(); // the layer exists once its router's version 0 is durable
+        knownSilos = SilosWithSlots();
         await GrainFactory.GetGrain<ILayerCatalogGrain>(0).Add(Layer);
         logger.LogInformation("Layer {Layer} created: {Experts} experts, top-{K}, on {Silos} silo(s)",
             Layer, newConfig.NumExperts, newConfig.TopK, placements.Select(p => p.Silo).Distinct().Count());
@@ -401,7 +403,8 @@ public sealed partial class RouterGrain(
                 sent.Add(e);
                 var known = train ? IncarnationOf(e) : null;
                 var target = experts[e]; // the retry runs the lambda again, after the loop has moved on
-                calls.Add(UndeliveredRetry.Call(() => target.Forward(batchId, input, train, at, known)));
+                calls.Add(train ? UndeliveredRetry.Call(() => target.Forward(batchId, input, train, at, known))
+                    : InferenceForward(e, target, batchId, input, at)); // inference may share the rows with replicas
             }
             var answers = await Task.WhenAll(calls);
             if (train) for (int j = 0; j < sent.Count; j++) Remember(sent[j], answers[j]);
@@ -589,6 +592,8 @@ public sealed partial class RouterGrain(
                 commit = Commit(await Capture());
                 if (s.CheckpointBeforeStepReturns) await commit;
             }
+            await SpreadIfSilosJoined(); // scale-out: a silo that joined takes experts here, between steps
+            await RefreshReplicas(); // replicas never serve stale weights: they hold the new version before the step returns
             logger.LogDebug("Layer {Layer} applied step {Step} (gradient scale {Scale}, durable {Durable})", Layer, stepId, scale, durableVersion);
             return new StepResult(version, durableVersion);
         }
@@ -759,6 +764,7 @@ public sealed partial class RouterGrain(
         await CommitSettled();
         await DiscardPending();
         await Task.WhenAll(experts.Select(e => e.Delete()));
+        await DeleteReplicas();
         await RetireRemoved();
         await store.DeleteAsync(CheckpointKey);
         await GrainFactory.GetGrain<ILayerCatalogGrain>(0).Remove(Layer);
@@ -816,6 +822,7 @@ public sealed partial class RouterGrain(
             PendingBatches = pending.Count,
             ExpiredBatches = expiredBatches,
             Moves = moves.ToArray(),
+            Replicas = await ReplicaStats(),
         };
     }
 

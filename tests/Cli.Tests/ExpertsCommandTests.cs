@@ -3,7 +3,7 @@ using Xunit;
 
 namespace MoeCluster.Cli.Tests;
 
-/// <summary><c>./moe experts add|split|remove</c> against a running silo process.</summary>
+/// <summary><c>./moe experts add|split|remove|replicate|unreplicate</c> against a running silo process.</summary>
 public class ExpertsCommandTests
 {
     [Fact]
@@ -36,5 +36,31 @@ public class ExpertsCommandTests
         var unknown = await MoeProcess.RunAsync(MoeProcess.CliDll, $"experts remove {connect} --ids 9", TimeSpan.FromMinutes(1));
         Assert.Equal(2, unknown.ExitCode);
         Assert.Equal("moe: expert(s) 9 cannot be removed: layer \"elastic\" has experts 1, 2, 3, 5, 6, 7", unknown.Stderr.Trim());
+
+        var replicate = await MoeProcess.RunAsync(MoeProcess.CliDll, $"experts replicate {connect} --expert 2 --count 2 --json", TimeSpan.FromMinutes(1));
+        Assert.True(replicate.ExitCode == 0, replicate.Stderr);
+        using (var replicas = System.Text.Json.JsonDocument.Parse(replicate.Stdout))
+        {
+            Assert.Equal(2, replicas.RootElement.GetArrayLength());
+            Assert.All(replicas.RootElement.EnumerateArray(), r =>
+            {
+                Assert.Equal(2, r.GetProperty("expert").GetInt32());
+                Assert.Equal(0, r.GetProperty("version").GetInt64());
+            });
+        }
+        Assert.Equal(2, (await layer.GetStatsAsync()).Replicas.Length);
+        var unreplicate = await MoeProcess.RunAsync(MoeProcess.CliDll, $"experts unreplicate {connect} --expert 2", TimeSpan.FromMinutes(1));
+        Assert.True(unreplicate.ExitCode == 0, unreplicate.Stderr);
+        Assert.Equal("removed the replicas of expert 2 of layer \"elastic\"", unreplicate.Stdout.Trim());
+        Assert.Empty((await layer.GetStatsAsync()).Replicas);
+
+        // One silo: nothing to move, but the plan names its measure, window and device loads.
+        var rebalance = await MoeProcess.RunAsync(MoeProcess.CliDll, $"rebalance {connect} --dry-run --by ComputeTime --json", TimeSpan.FromMinutes(1));
+        Assert.True(rebalance.ExitCode == 0, rebalance.Stderr);
+        using var plan = System.Text.Json.JsonDocument.Parse(rebalance.Stdout);
+        Assert.Equal("compute_time", plan.RootElement.GetProperty("plan").GetProperty("measure").GetString());
+        Assert.Equal("since the layer's start", plan.RootElement.GetProperty("plan").GetProperty("window").GetString());
+        Assert.Equal(0, plan.RootElement.GetProperty("plan").GetProperty("moves").GetArrayLength());
+        Assert.Single(plan.RootElement.GetProperty("plan").GetProperty("device_load_before").EnumerateObject());
     }
 }

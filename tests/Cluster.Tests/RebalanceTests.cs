@@ -59,6 +59,23 @@ public class RebalanceTests(SharedClusterFixture fixture, ITestOutputHelper outp
         Assert.NotEmpty(plan.Moves);
         Assert.True(plan.RatioAfter < 1.25, $"the plan reaches max/mean {plan.RatioAfter:F2}");
 
+        // The experts' moving averages per step say the same: 128 tokens a step on each hot expert
+        // (top-2, dropless), none elsewhere, and compute time only where tokens went.
+        var measured = await layer.GetStatsAsync();
+        foreach (var e in measured.Experts)
+        {
+            output.WriteLine($"  expert {e.Expert.Index} on {e.Expert.Placement.Silo}: {e.Expert.TokensPerStep:F1} tokens/step, {e.Expert.ComputeMillisecondsPerStep:F2} ms/step (moving averages)");
+            Assert.Equal(hot.Contains(e.Expert.Index) ? 128 : 0, e.Expert.TokensPerStep);
+            Assert.True(hot.Contains(e.Expert.Index) == e.Expert.ComputeMillisecondsPerStep > 0, $"expert {e.Expert.Index}: {e.Expert.ComputeMillisecondsPerStep} ms/step");
+        }
+        var byCompute = await fixture.Client.PlanRebalanceAsync(layer, measure: RebalanceMeasure.ComputeTime);
+        foreach (var line in Describe(byCompute)) output.WriteLine(line);
+        Assert.Equal("moving average per step", byCompute.Window);
+        Assert.Equal(2.0, byCompute.RatioBefore, 6); // both hot experts on one of two silos
+        Assert.NotEmpty(byCompute.Moves);
+        Assert.All(byCompute.Moves, m => Assert.Contains(m.Expert, hot));
+        Assert.Equal(2.0, (await fixture.Client.PlanRebalanceAsync(layer)).RatioBefore, 6); // tokens, moving averages
+
         var moves = await fixture.Client.ApplyRebalanceAsync(layer, plan);
         Assert.Equal(plan.Moves.Select(m => (m.Expert, m.ToSilo)), moves.Select(m => (m.Expert, m.ToSilo)));
         var rebalanced = await layer.GetStatsAsync();
@@ -75,7 +92,8 @@ public class RebalanceTests(SharedClusterFixture fixture, ITestOutputHelper outp
 
     private static IEnumerable<string> Describe(RebalancePlan plan)
     {
-        yield return $"plan for layer \"{plan.Layer}\": max/mean load across silos {plan.RatioBefore:F2} → {plan.RatioAfter:F2} with {plan.Moves.Length} move(s)";
-        foreach (var m in plan.Moves) yield return $"  move expert {m.Expert}: {m.FromSilo} → {m.ToSilo} ({m.Load:N0} tokens)";
+        var unit = plan.Measure == RebalanceMeasure.Tokens ? "tokens" : "ms";
+        yield return $"plan for layer \"{plan.Layer}\" by {unit} ({plan.Window}): max/mean load across silos {plan.RatioBefore:F2} → {plan.RatioAfter:F2} with {plan.Moves.Length} move(s)";
+        foreach (var m in plan.Moves) yield return $"  move expert {m.Expert}: {m.FromSilo} → {m.ToSilo} ({m.Load:N0} {unit})";
     }
 }

@@ -1,0 +1,158 @@
+using Microsoft.Extensions.Logging;
+using Orleans.Runtime.Placement;
+
+namespace MoeCluster.Grains.Routing;
+
+/// <summary>
+/// Read-only replicas of hot experts for inference (as DeepSeek's EPLB does): an inference
+/// forward splits a replicated expert's rows into contiguous parts, one for the expert and one for
+/// each replica, and joins their outputs in order; every part is the same inference arithmetic on
+/// the same weights, so the layer's output does not change. Training forwards and backwards go to
+/// the expert alone. The rule that keeps replicas fresh: a replica holds one version and is used
+/// only by forwards at that version (it refuses any other); the step that makes a new version
+/// loads every replica with the new weights before it returns. After a recovery or an import the
+/// replicas sit unused until the next step loads them. Replicas are not checkpointed: a router that
+/// comes back from its checkpoint has none (the old copies free their slots when idle).
+/// </summary>
+public sealed partial class RouterGrain
+{
+    private sealed class Replica(IExpertReplicaGrain grain, long version)
+    {
+        public IExpertReplicaGrain Grain { get; } = grain;
+        public long Version { get; set; } = version;
+    }
+
+    private readonly Dictionary<int, List<Replica>> replicas = new();
+    private int nextReplica;
+
+    public async Task<ExpertReplica[]> ReplicateExpert(int id, int count)
+    {
+        var (s, _, _) = Ready();
+        if (count is < 1 or > 64)
+            throw new ArgumentException($"{count} replicas asked for expert {id}; expected 1 to 64");
+        await EnsureReconciled();
+        using var writing = await weights.WriteAsync();
+        RefuseMidStep($"replicating expert {id}", "replicate it");
+        var column = Array.IndexOf(expertIds, id);
+        if (column < 0)
+            throw new ArgumentException($"expert {id} cannot be replicated: layer \"{Layer}\" has experts {Training.ExpertSetPlan.Describe(expertIds)}");
+        var live = slots.LiveSilos();
+        await GrainFactory.GetGrain<IDeviceSlotRegistryGrain>(0).EnsureFree(count, $"{count} replica(s) of expert {Layer}/{id}", live);
+        var usage = await GrainFactory.GetGrain<IDeviceSlotRegistryGrain>(0).GetUsage(live);
+        var free = usage.GroupBy(u => u.Silo).ToDictionary(g => g.Key, g => g.Sum(u => u.Capacity - u.Leased));
+        var list = replicas.TryGetValue(id, out var known) ? known : replicas[id] = [];
+        // Away from the expert and its other replicas first, so that their load lands elsewhere.
+        var busy = new List<string> { (await experts[column].GetStats()).Placement.Silo };
+        busy.AddRange((await Task.WhenAll(list.Select(r => r.Grain.GetStats()))).Select(r => r.Placement.Silo));
+        var state = await experts[column].ExportState(version);
+        var at = version;
+        for (int i = 0; i < count; i++)
+        {
+            var target = free.Where(f => f.Value > 0).OrderBy(f => busy.Count(b => b == f.Key)).ThenByDescending(f => f.Value)
+                .ThenBy(f => f.Key, StringComparer.Ordinal).Select(f => f.Key).FirstOrDefault();
+            var grain = GrainFactory.GetGrain<IExpertReplicaGrain>(id, $"{Layer}#{nextReplica++}");
+            var hint = live.FirstOrDefault(l => l.Silo.ToString() == target)?.Silo;
+            if (hint is not null) RequestContext.Set(IPlacementDirector.PlacementHintKey, hint);
+            ExpertPlacement placed;
+            try { placed = await grain.Load(s, state, at); }
+            finally { RequestContext.Remove(IPlacementDirector.PlacementHintKey); }
+            list.Add(new Replica(grain, at));
+            busy.Add(placed.Silo);
+            if (free.ContainsKey(placed.Silo)) free[placed.Silo]--;
+        }
+        logger.LogInformation("Layer {Layer}: expert {Expert} has {Count} read-only replica(s) at version {Version} on {Silos}",
+            Layer, id, list.Count, at, string.Join(", ", busy.Skip(1)));
+        return await Task.WhenAll(list.Select(r => r.Grain.GetStats()));
+    }
+
+    public async Task<int> RemoveReplicas(int id)
+    {
+        Ready();
+        using var writing = await weights.WriteAsync(); // no inference forward is using them
+        if (!replicas.Remove(id, out var list)) return 0;
+        await Task.WhenAll(list.Select(r => r.Grain.Delete()));
+        logger.LogInformation("Layer {Layer}: expert {Expert}'s {Count} replica(s) removed", Layer, id, list.Count);
+        return list.Count;
+    }
+
+    /// <summary>At the end of a step (write side held): loads every replica with its expert's new weights.</summary>
+    private async Task RefreshReplicas()
+    {
+        if (replicas.Count == 0) return;
+        var (s, _, _) = Ready();
+        var at = version;
+        foreach (var (id, list) in replicas.ToList())
+        {
+            var column = Array.IndexOf(expertIds, id);
+            if (column < 0)
+            {
+                replicas.Remove(id); // the expert was removed: so are its replicas
+                await Task.WhenAll(list.Select(r => r.Grain.Delete()));
+                continue;
+            }
+            try
+            {
+                var state = await experts[column].ExportState(at);
+                await Task.WhenAll(list.Select(async r =>
+                {
+                    await r.Grain.Load(s, state, at);
+                    r.Version = at;
+                }));
+            }
+            catch (Exception e)
+            {
+                // Those not loaded keep their older version, so forwards at this one do not use them.
+                logger.LogWarning("Layer {Layer}: replicas of expert {Expert} were not all loaded with version {Version}: {Error}", Layer, id, at, e.Message);
+            }
+        }
+    }
+
+    private async Task DeleteReplicas()
+    {
+        var all = replicas.Values.SelectMany(l => l).ToList();
+        replicas.Clear();
+        await Task.WhenAll(all.Select(r => r.Grain.Delete()));
+    }
+
+    private async Task<ExpertReplica[]> ReplicaStats() =>
+        await Task.WhenAll(replicas.Values.SelectMany(l => l).Select(r => r.Grain.GetStats()));
+
+    /// <summary>
+    /// An inference forward of gate column <paramref name="column"/>: the expert alone, or with
+    /// replicas at <paramref name="at"/>, contiguous parts of the rows on each, joined in order.
+    /// </summary>
+    private Task<ExpertOutput> InferenceForward(int column, IMoeExpertGrain expert, long batchId, TensorPayload input, long at)
+    {
+        var usable = replicas.TryGetValue(expertIds[column], out var list) ? list.Where(r => r.Version == at).Select(r => r.Grain).ToArray() : [];
+        var rows = input.Shape[0];
+        if (usable.Length == 0 || rows < 2) return UndeliveredRetry.Call(() => expert.Forward(batchId, input, false, at, null));
+        return SplitForward(expert, usable, batchId, input, at);
+    }
+
+    private static async Task<ExpertOutput> SplitForward(IMoeExpertGrain expert, IExpertReplicaGrain[] usable, long batchId, TensorPayload input, long at)
+    {
+        var rows = input.Shape[0];
+        var parts = (int)Math.Min(rows, usable.Length + 1);
+        var rowBytes = input.Data.Length / rows;
+        var chunks = new TensorPayload[parts];
+        long start = 0;
+        for (int p = 0; p < parts; p++)
+        {
+            var n = rows / parts + (p < rows % parts ? 1 : 0);
+            chunks[p] = new TensorPayload([n, input.Shape[1]], input.DType, input.Data.AsSpan((int)(start * rowBytes), (int)(n * rowBytes)).ToArray());
+            start += n;
+        }
+        var own = UndeliveredRetry.Call(() => expert.Forward(batchId, chunks[0], false, at, null));
+        var others = Enumerable.Range(1, parts - 1).Select(p => UndeliveredRetry.Call(() => usable[p - 1].Forward(chunks[p], at))).ToArray();
+        var first = await own;
+        var outputs = new[] { first.Value }.Concat(await Task.WhenAll(others)).ToArray();
+        var joined = new byte[outputs.Sum(o => o.Data.LongLength)];
+        long offset = 0;
+        foreach (var o in outputs)
+        {
+            o.Data.CopyTo(joined, offset);
+            offset += o.Data.LongLength;
+        }
+        return new ExpertOutput(new TensorPayload([rows, first.Value.Shape[1]], first.Value.DType, joined), first.Incarnation);
+    }
+}

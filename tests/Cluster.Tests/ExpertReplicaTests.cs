@@ -1,0 +1,93 @@
+using MoeCluster.Client;
+using TorchSharp;
+using Xunit;
+using Xunit.Abstractions;
+using static TorchSharp.torch;
+
+namespace MoeCluster.Cluster.Tests;
+
+/// <summary>Read-only replicas of a hot expert serve inference: the same outputs, the load spread, never stale weights.</summary>
+[Collection(SharedClusterCollection.Name)]
+public class ExpertReplicaTests(SharedClusterFixture fixture, ITestOutputHelper output)
+{
+    private static readonly LayerSpec Spec = new()
+    {
+        DModel = 16, DFF = 32, NumExperts = 4, TopK = 2, CapacityFactor = 0, Seed = 91,
+        Optimizer = new OptimizerSpec { LearningRate = 1e-2 },
+    };
+
+    private static async Task TrainStepAsync(RemoteMoeLayer layer, Generator generator)
+    {
+        using var x = randn(64, Spec.DModel, generator: generator);
+        using var forward = await layer.ForwardAsync(x);
+        using var dx = await layer.BackwardAsync(forward.BatchId, x);
+        await layer.StepAsync();
+    }
+
+    private static async Task<Tensor> InferAsync(RemoteMoeLayer layer, Tensor x)
+    {
+        using var forward = await layer.ForwardAsync(x, train: false);
+        return forward.Y.clone();
+    }
+
+    private static void AssertBitIdentical(Tensor expected, Tensor actual, string what)
+    {
+        using var equal = expected.eq(actual).all();
+        Assert.True(equal.item<bool>(), $"{what}: the replicated layer's output differs from the unreplicated one's");
+    }
+
+    [Fact]
+    public async Task Replicas_give_the_unreplicated_outputs_share_the_load_and_follow_every_step()
+    {
+        var layer = await fixture.Client.CreateLayerAsync("replicas", Spec);
+        using var generator = new Generator(92);
+        await TrainStepAsync(layer, generator);
+        using var x = randn(300, Spec.DModel, generator: generator);
+        using var plain = await InferAsync(layer, x);
+        var hot = (await layer.GetStatsAsync()).Experts.MaxBy(e => e.TokensRouted)!.Expert;
+
+        var made = await layer.ReplicateExpertAsync(hot.Index, 2);
+        Assert.Equal(2, made.Length);
+        Assert.All(made, r => Assert.Equal(1, r.Version));
+        Assert.Contains(made, r => r.Placement.Silo != hot.Placement.Silo); // a replica away from the expert
+        var before = await layer.GetStatsAsync();
+        using (var replicated = await InferAsync(layer, x)) AssertBitIdentical(plain, replicated, "version 1");
+
+        var after = await layer.GetStatsAsync();
+        var rows = after.Experts.Single(e => e.Expert.Index == hot.Index).TokensRouted - before.Experts.Single(e => e.Expert.Index == hot.Index).TokensRouted;
+        var onExpert = after.Experts.Single(e => e.Expert.Index == hot.Index).Expert.TokensProcessed - hot.TokensProcessed;
+        var onReplicas = after.Replicas.Select(r => r.TokensProcessed).ToArray();
+        output.WriteLine($"expert {hot.Index}: {rows} rows of the inference forward → {onExpert} on the expert, {string.Join(" and ", onReplicas)} on its replicas " +
+            $"({string.Join(", ", after.Replicas.Select(r => r.Placement.Silo))})");
+        Assert.Equal(rows, onExpert + onReplicas.Sum());
+        Assert.All(onReplicas.Append(onExpert), n => Assert.InRange(n, rows / 3, rows / 3 + 1)); // an even three-way split
+
+        // Training uses the expert alone; the step loads the replicas with the new weights.
+        await TrainStepAsync(layer, generator);
+        var trained = await layer.GetStatsAsync();
+        Assert.Equal(onReplicas, trained.Replicas.Select(r => r.TokensProcessed));
+        Assert.All(trained.Replicas, r => Assert.Equal(2, r.Version));
+        using var withReplicas = await InferAsync(layer, x);
+        Assert.Equal(2, await layer.RemoveReplicasAsync(hot.Index));
+        Assert.Empty((await layer.GetStatsAsync()).Replicas);
+        using var without = await InferAsync(layer, x);
+        AssertBitIdentical(without, withReplicas, "version 2");
+        using (var changed = without.sub(plain).abs().max()) Assert.True(changed.item<float>() > 0, "the step changed the outputs");
+        await layer.DeleteAsync();
+    }
+
+    [Fact]
+    public async Task A_replica_is_refused_mid_step_and_for_an_unknown_expert()
+    {
+        var layer = await fixture.Client.CreateLayerAsync("replicas-refused", Spec);
+        using var x = ones(8, Spec.DModel);
+        using var forward = await layer.ForwardAsync(x);
+        var refused = await Assert.ThrowsAsync<InvalidOperationException>(() => layer.ReplicateExpertAsync(0, 1));
+        Assert.StartsWith("replicating expert 0 on layer \"replicas-refused\" happens at a step boundary, but step 1 has begun", refused.Message);
+        using var dx = await layer.BackwardAsync(forward.BatchId, x);
+        await layer.StepAsync();
+        var unknown = await Assert.ThrowsAsync<ArgumentException>(() => layer.ReplicateExpertAsync(9, 1));
+        Assert.StartsWith("expert 9 cannot be replicated: layer \"replicas-refused\" has experts", unknown.Message);
+        await layer.DeleteAsync();
+    }
+}
