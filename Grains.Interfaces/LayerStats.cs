@@ -22,6 +22,11 @@ public sealed record ExpertStats
     [Id(7)] public long ExpiredForwards { get; init; }
     /// <summary>Optimizer steps applied.</summary>
     [Id(8)] public long Version { get; init; }
+    /// <summary>
+    /// TorchSharp tensors alive in the process of the expert's silo when the stats were taken
+    /// (<c>torch.Tensor.TotalCount</c>: every tensor of every grain there, weights included). A leak shows as growth.
+    /// </summary>
+    [Id(40)] public long SiloLiveTensors { get; init; }
 }
 
 /// <summary>An expert as its layer sees it: the router's routing counts beside the expert's own stats.</summary>
@@ -47,6 +52,10 @@ public sealed record LayerStats
     [Id(7)] public long ExpiredBatches { get; init; }
     /// <summary>Live moves of experts between silos, oldest first (the router's memory; the newest 100).</summary>
     [Id(8)] public ExpertMove[] Moves { get; init; } = [];
+    /// <summary>TorchSharp tensors alive in the router's silo process (see <see cref="ExpertStats.SiloLiveTensors"/>).</summary>
+    [Id(40)] public long RouterSiloLiveTensors { get; init; }
+    /// <summary>Answers the router keeps for repeated calls: forwards until their backward, backwards until the step.</summary>
+    [Id(41)] public int KeptAnswers { get; init; }
 
     public long TokensRouted => Experts.Sum(e => e.TokensRouted);
     public long TokensDropped => Experts.Sum(e => e.TokensDropped);

@@ -577,6 +577,7 @@ public sealed class ExpertGrain(
         PendingForwards = expert?.PendingCount ?? 0,
         ExpiredForwards = expiredForwards,
         Version = version,
+        SiloLiveTensors = torch.Tensor.TotalCount,
     });
 
     public async Task<NamedTensor[]> GetWeights()

@@ -812,6 +812,8 @@ public sealed partial class RouterGrain(
             PendingBatches = pending.Count,
             ExpiredBatches = expiredBatches,
             Moves = moves.ToArray(),
+            RouterSiloLiveTensors = torch.Tensor.TotalCount,
+            KeptAnswers = forwardAnswers.Count + backwardAnswers.Count,
         };
     }
 
