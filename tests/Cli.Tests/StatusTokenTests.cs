@@ -21,6 +21,17 @@ public class StatusTokenTests
     }
 
     [Fact]
+    public async Task An_empty_token_is_refused_before_the_silo_starts()
+    {
+        var ports = FreePorts(3);
+        var (exit, _, stderr) = await MoeProcess.RunAsync(MoeProcess.SiloDll,
+            $"--port {ports[0]} --primary-port {ports[0]} --gateway-port {ports[1]} --status-port {ports[2]} --devices cpu --status-token \"\"",
+            TimeSpan.FromMinutes(1));
+        Assert.Equal(2, exit);
+        Assert.Equal("moe silo: --status-token is empty; expected a secret of at least one non-blank character, or no option at all", stderr.Trim());
+    }
+
+    [Fact]
     public async Task Without_the_token_401_with_it_200_and_only_on_loopback()
     {
         var ports = FreePorts(3);
