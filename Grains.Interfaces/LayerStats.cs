@@ -24,7 +24,9 @@ public sealed record ExpertStats
     [Id(8)] public long Version { get; init; }
     /// <summary>
     /// TorchSharp tensors alive in the process of the expert's silo when the stats were taken
-    /// (<c>torch.Tensor.TotalCount</c>: every tensor of every grain there, weights included). A leak shows as growth.
+    /// (<c>torch.Tensor.TotalCount</c>: every tensor of every grain there, weights included, and
+    /// undisposed ones until their finalizer runs; <see cref="IMoeExpertGrain.CountSiloLiveTensors"/>
+    /// collects first, for leak checks).
     /// </summary>
     [Id(40)] public long SiloLiveTensors { get; init; }
 }

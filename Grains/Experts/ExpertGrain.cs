@@ -580,6 +580,8 @@ public sealed class ExpertGrain(
         SiloLiveTensors = torch.Tensor.TotalCount,
     });
 
+    public Task<long> CountSiloLiveTensors() => Task.FromResult(Telemetry.LiveTensors.CountAfterCollection());
+
     public async Task<NamedTensor[]> GetWeights()
     {
         var (_, e) = Ready();

@@ -817,6 +817,8 @@ public sealed partial class RouterGrain(
         };
     }
 
+    public Task<long> CountSiloLiveTensors() => Task.FromResult(MoeCluster.Grains.Telemetry.LiveTensors.CountAfterCollection());
+
     public Task<SpecializationReport> GetSpecialization()
     {
         Ready();
