@@ -15,6 +15,12 @@ public sealed record MoeClientOptions
     public TimeSpan ResponseTimeout { get; init; } = TimeSpan.FromSeconds(60);
     /// <summary>How long a layer waits for a lost silo's grains to come back before its call fails.</summary>
     public TimeSpan RecoveryTimeout { get; init; } = TimeSpan.FromSeconds(60);
+    /// <summary>
+    /// Check that every x and ∂L/∂y a layer sends holds only finite numbers (no NaN or ±Inf), and
+    /// refuse the call with an <see cref="ArgumentException"/> before anything is sent. On by
+    /// default; it costs one pass over the tensor on the client.
+    /// </summary>
+    public bool ValidateInputs { get; init; } = true;
     /// <summary>For a cluster with TLS: a PEM file with this client's certificate and private key (or a .pfx).</summary>
     public string? TlsCertificate { get; init; }
     /// <summary>For a cluster with TLS: its CA (PEM); the silos must present a certificate it issued.</summary>

@@ -2,6 +2,7 @@ using System.Net;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 using MoeCluster.Hosting.Security;
 using Orleans.Configuration;
 
@@ -24,10 +25,16 @@ public sealed class MoeClusterClient : IAsyncDisposable
     private readonly TimeSpan recoveryTimeout;
 
     private readonly ConnectionLossSignal? connectionLoss;
+    private readonly LayerInputGuard guard;
 
-    private MoeClusterClient(IClusterClient orleans, IHost? host, ILoggerFactory? loggers, TimeSpan recoveryTimeout, ConnectionLossSignal? connectionLoss = null)
+    private MoeClusterClient(IClusterClient orleans, IHost? host, ILoggerFactory? loggers, TimeSpan recoveryTimeout,
+        ConnectionLossSignal? connectionLoss = null, bool validateInputs = true)
     {
         this.connectionLoss = connectionLoss;
+        // The client's own message limit; the silos use Orleans' default unless configured alike.
+        var limit = orleans.ServiceProvider.GetService<IOptions<ClientMessagingOptions>>()?.Value.MaxMessageBodySize
+            ?? LayerInputGuard.OrleansDefaultMaxMessageBytes;
+        guard = new LayerInputGuard(validateInputs, limit);
         Orleans = orleans;
         this.host = host;
         this.loggers = loggers ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance;
@@ -96,15 +103,22 @@ public sealed class MoeClusterClient : IAsyncDisposable
             throw;
         }
         return new MoeClusterClient(host.Services.GetRequiredService<IClusterClient>(), host,
-            host.Services.GetRequiredService<ILoggerFactory>(), options.RecoveryTimeout, connectionLoss);
+            host.Services.GetRequiredService<ILoggerFactory>(), options.RecoveryTimeout, connectionLoss, options.ValidateInputs);
     }
 
     /// <summary>Wraps a client the caller already has (a co-hosted silo, a test cluster); disposing this does not stop it.</summary>
-    public static MoeClusterClient FromClusterClient(IClusterClient client, ILoggerFactory? loggers = null, TimeSpan? recoveryTimeout = null) =>
-        new(client, null, loggers, recoveryTimeout ?? new MoeClientOptions().RecoveryTimeout);
+    public static MoeClusterClient FromClusterClient(IClusterClient client, ILoggerFactory? loggers = null, TimeSpan? recoveryTimeout = null,
+        bool validateInputs = true) =>
+        new(client, null, loggers, recoveryTimeout ?? new MoeClientOptions().RecoveryTimeout, validateInputs: validateInputs);
+
+    /// <summary>Whether layers check that x and ∂L/∂y hold only finite numbers before sending them (<see cref="MoeClientOptions.ValidateInputs"/>).</summary>
+    public bool ValidatesInputs => guard.ValidateValues;
+
+    /// <summary>The largest message this client sends (Orleans' MaxMessageBodySize); a bigger micro-batch is refused before it is sent.</summary>
+    public long MaxMessageBytes => guard.MaxMessageBytes;
 
     private RemoteMoeLayer Layer(string name, LayerSpec spec) =>
-        new(Orleans, name, spec, loggers.CreateLogger<RemoteMoeLayer>(), recoveryTimeout, connectionLoss);
+        new(Orleans, name, spec, loggers.CreateLogger<RemoteMoeLayer>(), recoveryTimeout, connectionLoss, guard);
 
     /// <summary>Creates a layer (or returns it, if it exists with the same spec) and activates its experts.</summary>
     public async Task<RemoteMoeLayer> CreateLayerAsync(string name, LayerSpec spec)

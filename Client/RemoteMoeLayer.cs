@@ -44,10 +44,12 @@ public sealed class RemoteMoeLayer
     // back from its checkpoint (its silo was lost) and may be behind: the layer must recover.
     private string? routerEpoch;
     private (long Batch, Exception Error)? backwardFailure;
+    private readonly LayerInputGuard guard;
 
     internal RemoteMoeLayer(IClusterClient client, string name, LayerSpec spec, ILogger? logger = null,
-        TimeSpan? recoveryTimeout = null, ConnectionLossSignal? connectionLoss = null)
+        TimeSpan? recoveryTimeout = null, ConnectionLossSignal? connectionLoss = null, LayerInputGuard? guard = null)
     {
+        this.guard = guard ?? new LayerInputGuard(true, LayerInputGuard.OrleansDefaultMaxMessageBytes);
         Name = name;
         Spec = spec;
         router = client.GetGrain<IMoeRouterGrain>(name);
@@ -91,6 +93,7 @@ public sealed class RemoteMoeLayer
         ArgumentNullException.ThrowIfNull(x);
         if (x.dim() != 2 || x.shape[1] != Spec.DModel)
             throw new ArgumentException($"x has shape [{string.Join(", ", x.shape)}]; layer \"{Name}\" expects [tokens, {Spec.DModel}]", nameof(x));
+        guard.Check(x, nameof(x), Name, Spec);
         var id = batchId ?? NewBatchId();
         var payload = TensorWire.ToPayload(x);
         LayerForwardResult result;
@@ -166,6 +169,9 @@ public sealed class RemoteMoeLayer
     public async Task<Tensor> BackwardAsync(long batchId, Tensor dy, double auxGrad = 1.0)
     {
         ArgumentNullException.ThrowIfNull(dy);
+        guard.Check(dy, nameof(dy), Name, Spec);
+        if (!double.IsFinite(auxGrad))
+            throw new ArgumentException($"∂L/∂aux is {auxGrad}; expected a finite number", nameof(auxGrad));
         var payload = TensorWire.ToPayload(dy);
         var entry = log.Find(batchId);
         if (entry is { Dy: not null })

@@ -89,5 +89,12 @@ public interface IMoeExpertGrain : IGrainWithIntegerCompoundKey
     [AlwaysInterleave]
     Task<ExpertStats> GetStats();
 
+    /// <summary>
+    /// TorchSharp tensors alive in this expert's silo process after a full garbage collection (so
+    /// tensors only awaiting their finalizer do not count): for leak checks, since it costs a GC.
+    /// </summary>
+    [AlwaysInterleave]
+    Task<long> CountSiloLiveTensors();
+
     Task<NamedTensor[]> GetWeights();
 }

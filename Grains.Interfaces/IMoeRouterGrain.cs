@@ -129,6 +129,10 @@ public interface IMoeRouterGrain : IGrainWithStringKey
     [AlwaysInterleave]
     Task<LayerStats> GetStats();
 
+    /// <summary>TorchSharp tensors alive in the router's silo process after a full garbage collection (see <see cref="IMoeExpertGrain.CountSiloLiveTensors"/>).</summary>
+    [AlwaysInterleave]
+    Task<long> CountSiloLiveTensors();
+
     /// <summary>Per expert, the classes and token ids of the labelled forwards it admitted, their entropy, and its drop share.</summary>
     [AlwaysInterleave]
     Task<SpecializationReport> GetSpecialization();

@@ -33,6 +33,13 @@ public sealed record ExpertStats
     /// the optimizer's is the same for every expert), averaged like <see cref="TokensPerStep"/>.
     /// </summary>
     [Id(31)] public double ComputeMillisecondsPerStep { get; init; }
+    /// <summary>
+    /// TorchSharp tensors alive in the process of the expert's silo when the stats were taken
+    /// (<c>torch.Tensor.TotalCount</c>: every tensor of every grain there, weights included, and
+    /// undisposed ones until their finalizer runs; <see cref="IMoeExpertGrain.CountSiloLiveTensors"/>
+    /// collects first, for leak checks).
+    /// </summary>
+    [Id(40)] public long SiloLiveTensors { get; init; }
 }
 
 /// <summary>An expert as its layer sees it: the router's routing counts beside the expert's own stats.</summary>
@@ -60,6 +67,10 @@ public sealed record LayerStats
     [Id(8)] public ExpertMove[] Moves { get; init; } = [];
     /// <summary>Read-only replicas of experts for inference, with the version each holds and the rows it computed.</summary>
     [Id(32)] public ExpertReplica[] Replicas { get; init; } = [];
+    /// <summary>TorchSharp tensors alive in the router's silo process (see <see cref="ExpertStats.SiloLiveTensors"/>).</summary>
+    [Id(40)] public long RouterSiloLiveTensors { get; init; }
+    /// <summary>Answers the router keeps for repeated calls: forwards until their backward, backwards until the step.</summary>
+    [Id(41)] public int KeptAnswers { get; init; }
 
     public long TokensRouted => Experts.Sum(e => e.TokensRouted);
     public long TokensDropped => Experts.Sum(e => e.TokensDropped);

@@ -27,7 +27,7 @@ public static class MoeSiloHost
         Configure(web, options, logging, statusPage: true);
         StatusPage.Configure(web, options);
         var app = web.Build();
-        StatusPage.Map(app);
+        StatusPage.Map(app, options.StatusToken);
         return app;
     }
 

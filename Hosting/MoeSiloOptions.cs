@@ -30,6 +30,12 @@ public sealed record MoeSiloOptions
     /// <summary>Address the status page listens on: loopback unless another is asked for.</summary>
     public string StatusHost { get; init; } = "127.0.0.1";
     /// <summary>
+    /// When set, the status page answers only requests that carry this token (header
+    /// <c>Authorization: Bearer TOKEN</c>, or <c>?token=TOKEN</c> once, which sets a cookie for the
+    /// page's own requests); others get 401. Null: no token asked.
+    /// </summary>
+    public string? StatusToken { get; init; }
+    /// <summary>
     /// With Redis membership: the address other machines reach this silo at. Loopback (the default)
     /// keeps a cluster on one machine; another address makes the silo listen on every interface
     /// and register that one.

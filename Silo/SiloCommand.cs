@@ -36,6 +36,7 @@ public static class SiloCommand
         var statusPort = new Option<int>("--status-port") { Description = "Port of the status page (MoE page at /, Orleans Dashboard at /dashboard/); 0: none", DefaultValueFactory = _ => defaults.StatusPort };
         var address = new Option<string>("--address") { Description = "With Redis membership: the IP address other machines reach this silo at (default loopback: one machine)", DefaultValueFactory = _ => defaults.Address };
         var statusHost = new Option<string>("--status-host") { Description = "Address the status page listens on (0.0.0.0: every interface)", DefaultValueFactory = _ => defaults.StatusHost };
+        var statusToken = new Option<string?>("--status-token") { Description = "Require this token on the status page (Authorization: Bearer TOKEN, or ?token=TOKEN once in a browser); none by default", DefaultValueFactory = _ => defaults.StatusToken };
         var otlp = new Option<string?>("--otlp-endpoint") { Description = "Export metrics to this OTLP collector, e.g. http://localhost:4317; none by default", DefaultValueFactory = _ => defaults.OtlpEndpoint };
         var otlpProtocol = new Option<string>("--otlp-protocol") { Description = "grpc (collector port 4317) or http (protobuf over HTTP, port 4318, path /v1/metrics)", DefaultValueFactory = _ => defaults.OtlpProtocol };
         var otlpInterval = new Option<double>("--otlp-interval") { Description = "Seconds between two OTLP exports", DefaultValueFactory = _ => defaults.OtlpIntervalSeconds };
@@ -50,7 +51,7 @@ public static class SiloCommand
             "environment variable (MOE_Silo__GatewayPort=30001); the command line wins. See docs/configuration.md.")
         {
             cluster, port, gateway, primary, devices, perDevice, overcommit, clusterId, threads, store, name,
-            statusPort, statusHost, otlp, otlpProtocol, otlpInterval, prometheus, tlsCert, tlsCa, address,
+            statusPort, statusHost, statusToken, otlp, otlpProtocol, otlpInterval, prometheus, tlsCert, tlsCa, address,
         };
         command.SetAction(async (parse, cancel) =>
         {
@@ -76,6 +77,7 @@ public static class SiloCommand
                 TlsAuthority = parse.GetValue(tlsCa),
                 StatusPort = parse.GetValue(statusPort),
                 StatusHost = parse.GetValue(statusHost)!,
+                StatusToken = parse.GetValue(statusToken),
                 Address = parse.GetValue(address)!,
                 OtlpEndpoint = parse.GetValue(otlp),
                 OtlpProtocol = parse.GetValue(otlpProtocol)!,

@@ -40,11 +40,13 @@ public static class LoadCommand
         var clients = new Option<int>("--clients") { Description = "Concurrent clients: half train (rounded up), half run inference", DefaultValueFactory = _ => 4 };
         var seconds = new Option<double>("--seconds") { Description = "How long to run", DefaultValueFactory = _ => 10 };
         var tokens = new Option<int>("--tokens") { Description = "Tokens per micro-batch", DefaultValueFactory = _ => 256 };
+        var microBatches = new Option<int>("--micro-batches") { Description = "Training micro-batches per step: that many forwards, then their backwards, then the step", DefaultValueFactory = _ => 1 };
+        var savedTimeout = new Option<double>("--saved-forward-timeout") { Description = "Seconds a training forward of the load's layers waits for its backward before the cluster frees it (LayerSpec.SavedForwardTimeout)", DefaultValueFactory = _ => new LayerSpec { DModel = 1, DFF = 1, NumExperts = 1 }.SavedForwardTimeout.TotalSeconds };
         var json = new Option<bool>("--json") { Description = "Print only the report as JSON" };
         var command = new Command("load", "Runs concurrent trainers and inference clients against a cluster and reports throughput, p50/p99 latency and errors.\n\n" +
             "Example: ./moe load --cluster redis://127.0.0.1:6379 --clients 8 --seconds 30")
         {
-            clients, seconds, tokens, json,
+            clients, seconds, tokens, microBatches, savedTimeout, json,
         };
         connection.AddTo(command);
         command.SetAction(async (parse, cancel) =>
@@ -55,8 +57,12 @@ public static class LoadCommand
             if (n < 1) throw new ArgumentException($"--clients is {n}; expected ≥ 1");
             if (!(duration > 0)) throw new ArgumentException($"--seconds is {duration}; expected > 0");
             if (t < 1) throw new ArgumentException($"--tokens is {t}; expected ≥ 1");
+            var micro = parse.GetValue(microBatches);
+            if (micro < 1) throw new ArgumentException($"--micro-batches is {micro}; expected ≥ 1");
+            var timeout = parse.GetValue(savedTimeout);
+            if (!(timeout > 0) || double.IsInfinity(timeout)) throw new ArgumentException($"--saved-forward-timeout is {timeout}; expected a number of seconds > 0");
             await using var client = await connection.ConnectAsync(parse, cancel);
-            var report = await RunAsync(client, n, TimeSpan.FromSeconds(duration), t, parse.GetValue(json), cancel);
+            var report = await RunAsync(client, n, TimeSpan.FromSeconds(duration), t, parse.GetValue(json), cancel, micro, TimeSpan.FromSeconds(timeout));
             if (parse.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(report));
             else Print(report);
             return report.Errors == 0 ? 0 : 1;
@@ -89,14 +95,16 @@ public static class LoadCommand
         }
     }
 
-    public static async Task<LoadReport> RunAsync(MoeClusterClient client, int clients, TimeSpan duration, int tokens, bool quiet, CancellationToken cancellationToken)
+    public static async Task<LoadReport> RunAsync(MoeClusterClient client, int clients, TimeSpan duration, int tokens, bool quiet, CancellationToken cancellationToken,
+        int microBatches = 1, TimeSpan? savedForwardTimeout = null)
     {
         var trainers = (clients + 1) / 2;
         var readers = clients - trainers;
         var spec = new LayerSpec { DModel = 64, DFF = 256, NumExperts = 8, TopK = 2, Seed = 7 };
+        if (savedForwardTimeout is { } timeout) spec = spec with { SavedForwardTimeout = timeout };
         var prefix = $"load-{Environment.ProcessId}";
         var layers = await Task.WhenAll(Enumerable.Range(0, trainers).Select(i => client.CreateLayerAsync($"{prefix}-{i}", spec)));
-        var training = new Recorder("train step (fwd+bwd+step)", trainers, tokens);
+        var training = new Recorder("train step (fwd+bwd+step)", trainers, tokens * microBatches);
         var inference = new Recorder("inference forward", readers, tokens);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         stop.CancelAfter(duration);
@@ -112,8 +120,17 @@ public static class LoadCommand
                 var started = Stopwatch.GetTimestamp();
                 try
                 {
-                    using (var forward = await layer.ForwardAsync(x))
-                    using (await layer.BackwardAsync(forward.BatchId, dy)) { }
+                    var forwards = new List<RemoteLayerForward>();
+                    try
+                    {
+                        for (int m = 0; m < microBatches; m++) forwards.Add(await layer.ForwardAsync(x));
+                        foreach (var forward in forwards)
+                            using (await layer.BackwardAsync(forward.BatchId, dy)) { }
+                    }
+                    finally
+                    {
+                        foreach (var forward in forwards) forward.Dispose();
+                    }
                     await layer.StepAsync();
                     training.Success(Stopwatch.GetElapsedTime(started));
                 }

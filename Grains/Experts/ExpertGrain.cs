@@ -585,7 +585,10 @@ public sealed class ExpertGrain(
         Version = version,
         TokensPerStep = load.TokensPerStep,
         ComputeMillisecondsPerStep = load.ComputeMillisecondsPerStep,
+        SiloLiveTensors = torch.Tensor.TotalCount,
     });
+
+    public Task<long> CountSiloLiveTensors() => Task.FromResult(Telemetry.LiveTensors.CountAfterCollection());
 
     public async Task<NamedTensor[]> GetWeights()
     {

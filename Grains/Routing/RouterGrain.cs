@@ -823,8 +823,12 @@ public sealed partial class RouterGrain(
             ExpiredBatches = expiredBatches,
             Moves = moves.ToArray(),
             Replicas = await ReplicaStats(),
+            RouterSiloLiveTensors = torch.Tensor.TotalCount,
+            KeptAnswers = forwardAnswers.Count + backwardAnswers.Count,
         };
     }
+
+    public Task<long> CountSiloLiveTensors() => Task.FromResult(MoeCluster.Grains.Telemetry.LiveTensors.CountAfterCollection());
 
     public Task<SpecializationReport> GetSpecialization()
     {

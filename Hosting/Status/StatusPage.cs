@@ -22,15 +22,53 @@ public static class StatusPage
         var address = options.StatusHost is "localhost" ? IPAddress.Loopback
             : IPAddress.TryParse(options.StatusHost, out var parsed) ? parsed
             : throw new ArgumentException($"--status-host is '{options.StatusHost}'; expected an IP address such as 127.0.0.1 or 0.0.0.0");
+        if (options.StatusToken is { } token && string.IsNullOrWhiteSpace(token))
+            throw new ArgumentException("--status-token is empty; expected a secret of at least one non-blank character, or no option at all");
         builder.WebHost.ConfigureKestrel(k => k.Listen(address, options.StatusPort));
         builder.Services.AddSingleton<StatusSnapshotSource>();
     }
 
-    public static void Map(WebApplication app)
+    public static void Map(WebApplication app, string? token = null)
     {
+        if (token is not null) app.Use(RequireToken(token));
         app.MapOrleansDashboard(routePrefix: "/dashboard");
         app.MapGet("/", () => Results.Content(Html.Value, "text/html; charset=utf-8"));
         app.MapGet("/api/moe", async (StatusSnapshotSource source) => Results.Json(await source.TakeAsync(), Json));
+    }
+
+    private const string Cookie = "moe-status-token";
+
+    /// <summary>
+    /// Lets a request through when it carries the token: as a bearer token, as <c>?token=</c> (which
+    /// also sets a cookie, so the page's own requests and the dashboard's carry it), or as that cookie.
+    /// Compared in constant time; anything else gets 401.
+    /// </summary>
+    private static Func<HttpContext, RequestDelegate, Task> RequireToken(string token)
+    {
+        var expected = System.Text.Encoding.UTF8.GetBytes(token);
+        bool Matches(string? given) => given is not null &&
+            System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(System.Text.Encoding.UTF8.GetBytes(given), expected);
+        return async (context, next) =>
+        {
+            var request = context.Request;
+            var header = request.Headers.Authorization.ToString();
+            var bearer = header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? header[7..].Trim() : null;
+            var query = request.Query["token"].FirstOrDefault();
+            if (Matches(bearer) || Matches(request.Cookies[Cookie]))
+            {
+                await next(context);
+                return;
+            }
+            if (Matches(query))
+            {
+                context.Response.Cookies.Append(Cookie, token, new CookieOptions { HttpOnly = true, SameSite = SameSiteMode.Strict, Path = "/" });
+                await next(context);
+                return;
+            }
+            context.Response.StatusCode = StatusCodes.Status401Unauthorized;
+            context.Response.Headers.WWWAuthenticate = "Bearer realm=\"moe status\"";
+            await context.Response.WriteAsync("this status page needs its token: Authorization: Bearer TOKEN, or ?token=TOKEN\n");
+        };
     }
 
     private static readonly Lazy<string> Html = new(() =>

@@ -249,6 +249,107 @@ public class FailoverTests(FailoverBaseline baseline, ITestOutputHelper output) 
         AssertBitIdentical(await layer.GetWeightsAsync(), baseline.AfterShortRun);
     }
 
+    /// <summary>
+    /// Fault injection: the silo an expert is moving to is killed (SIGKILL) just after the live
+    /// move starts, while the expert's state is in transit. The move ends with an error or not at
+    /// all; either way the run goes on and ends bit-identical to the run without the move.
+    /// </summary>
+    [Fact]
+    public async Task A_silo_killed_in_the_middle_of_an_experts_migration_leaves_the_weights_of_the_run_without_it()
+    {
+        await using var cluster = await StartCluster();
+        await using var client = await cluster.Connect();
+        var layer = await client.CreateLayerAsync(LayerName, Spec);
+        var routerAt = (await layer.GetStatsAsync()).Router.Silo;
+        var target = cluster.Silos.First(s => !routerAt.Contains($":{s.SiloPort}:"));
+        var targetName = (await client.GetSlotUsageAsync()).Select(u => u.Silo).Distinct().Single(s => s.Contains($":{target.SiloPort}:"));
+        string? outcome = null;
+        await Train(layer, 1, ShortRun, beforeStep: async step =>
+        {
+            if (step != 3) return;
+            var stats = await layer.GetStatsAsync();
+            var expert = stats.Experts.First(e => e.Expert.Placement.Silo != targetName).Expert.Index;
+            var move = layer.MoveExpertAsync(expert, targetName);
+            await Task.Delay(15);
+            await target.DisposeAsync(); // SIGKILL while the move is under way
+            var watch = Stopwatch.StartNew();
+            try
+            {
+                var moved = await move;
+                outcome = $"expert {expert}: the move finished before the kill took effect ({moved.FromSilo} → {moved.ToSilo})";
+            }
+            catch (Exception e)
+            {
+                outcome = $"expert {expert}: the move failed after {watch.Elapsed.TotalSeconds:F1} s with {e.GetType().Name}: {e.Message}";
+                Assert.False(string.IsNullOrWhiteSpace(e.Message));
+            }
+        });
+        output.WriteLine($"{outcome}; {layer.Recoveries} recovery(ies), {layer.Repeats} repeated call(s)");
+        Assert.NotNull(outcome);
+        AssertBitIdentical(await layer.GetWeightsAsync(), baseline.AfterShortRun);
+        var after = await layer.GetStatsAsync();
+        Assert.Equal(ShortRun, after.Version);
+        Assert.DoesNotContain(after.Experts, e => e.Expert.Placement.Silo == targetName);
+    }
+
+    /// <summary>
+    /// Fault injection: the one Redis server behind both membership and checkpoints is killed for
+    /// 5 s during training and restarted (with its append-only file, as a Redis with persistence
+    /// comes back). A checkpoint write meanwhile either waits for the reconnection (StackExchange.Redis
+    /// queues commands while it reconnects) or fails, and then the next step is refused with
+    /// <see cref="CheckpointWriteException"/>, not applied, and retried. Either way the run ends
+    /// bit-identical to the run without the outage, every committed step durable, every silo alive.
+    /// </summary>
+    [Fact]
+    public async Task Redis_for_membership_and_checkpoints_down_for_5_s_loses_no_committed_step()
+    {
+        var data = Directory.CreateTempSubdirectory("moe-test-redis-").FullName;
+        try
+        {
+            await using var redis = new RedisProcess(data);
+            await redis.StartAsync();
+            await using var cluster = await ProcessCluster.StartAsync(silos: 3, "--devices cpu --experts-per-device 8 --threads 1",
+                store: $"redis://{redis.Address}", membership: redis.Address);
+            await using var client = await cluster.Connect();
+            var layer = await client.CreateLayerAsync(LayerName, Spec);
+            var refusals = new List<string>();
+            Task? outage = null;
+            var down = TimeSpan.Zero;
+            var watch = new Stopwatch();
+            var stepStarts = new Dictionary<int, TimeSpan>();
+            await Train(layer, 1, ShortRun, storeRefusal: refusals.Add, beforeStep: async step =>
+            {
+                stepStarts[step] = watch.Elapsed;
+                if (step != 3) return;
+                await redis.StopAsync();
+                watch.Start();
+                stepStarts[step] = TimeSpan.Zero;
+                outage = Task.Run(async () =>
+                {
+                    await Task.Delay(TimeSpan.FromSeconds(5));
+                    await redis.StartAsync();
+                    down = watch.Elapsed;
+                });
+            });
+            var trained = watch.Elapsed;
+            Assert.NotNull(outage);
+            await outage;
+            output.WriteLine($"Redis down from the start of step 3 for {down.TotalSeconds:F1} s; steps 4 and 5 started at " +
+                $"{stepStarts[4].TotalSeconds:F1} s and {stepStarts[5].TotalSeconds:F1} s, step 5 done at {trained.TotalSeconds:F1} s; " +
+                $"{refusals.Count} step call(s) refused{(refusals.Count > 0 ? $", first: {refusals[0]}" : "")}; {layer.Recoveries} recovery(ies)");
+            Assert.All(refusals, r => Assert.Matches(@"^step \d is not applied to layer ""failover"" until version \d is durable: checkpoint .* could not be written: ", r));
+            Assert.Equal(ShortRun, await layer.FlushAsync());
+            AssertBitIdentical(await layer.GetWeightsAsync(), baseline.AfterShortRun);
+            var checkpoints = await client.ListCheckpointsAsync(LayerName);
+            Assert.All(checkpoints, c => Assert.Equal(ShortRun, c.Versions.Max()));
+            Assert.Equal(3, (await client.GetSlotUsageAsync()).Select(u => u.Silo).Distinct().Count());
+        }
+        finally
+        {
+            Directory.Delete(data, recursive: true);
+        }
+    }
+
     internal static async Task<SiloProcess> PickSilo(RemoteMoeLayer layer, ProcessCluster cluster, bool routerSilo)
     {
         var stats = await layer.GetStatsAsync();
@@ -256,6 +357,29 @@ public class FailoverTests(FailoverBaseline baseline, ITestOutputHelper output) 
         return cluster.Silos.First(s => routerSilo
             ? routerAt.Contains($":{s.SiloPort}:")
             : !routerAt.Contains($":{s.SiloPort}:") && stats.Experts.Any(e => e.Expert.Placement.Silo.Contains($":{s.SiloPort}:")));
+    }
+
+    /// <summary>
+    /// Applies <paramref name="step"/>. With <paramref name="storeRefusal"/>, a step refused because
+    /// its predecessor's checkpoints cannot be written yet (<see cref="CheckpointWriteException"/>)
+    /// is reported to it and tried again every 250 ms for up to a minute, as a trainer riding out a
+    /// store outage would.
+    /// </summary>
+    private static async Task<long> StepAsync(RemoteMoeLayer layer, int step, Action<string>? storeRefusal)
+    {
+        var deadline = DateTime.UtcNow.AddMinutes(1);
+        while (true)
+        {
+            try
+            {
+                return await layer.StepAsync(step);
+            }
+            catch (CheckpointWriteException e) when (storeRefusal is not null && DateTime.UtcNow < deadline)
+            {
+                storeRefusal(e.Message);
+                await Task.Delay(250);
+            }
+        }
     }
 
     internal static void AssertBitIdentical(Dictionary<string, Tensor> weights, Dictionary<string, Tensor> expected)
@@ -276,7 +400,7 @@ public class FailoverTests(FailoverBaseline baseline, ITestOutputHelper output) 
     /// the kill, if any, to the next completed step.
     /// </summary>
     public static async Task<TimeSpan> Train(RemoteMoeLayer layer, int first, int last, (Phase Phase, SiloProcess Victim)? killBefore = null,
-        bool graceful = false, int killStep = KillStep, Func<int, Task>? beforeStep = null)
+        bool graceful = false, int killStep = KillStep, Func<int, Task>? beforeStep = null, Action<string>? storeRefusal = null)
     {
         using var generator = new Generator(12);
         DateTime? killedAt = null;
@@ -318,7 +442,7 @@ public class FailoverTests(FailoverBaseline baseline, ITestOutputHelper output) 
             }
             await MaybeKill(Phase.Step, step, 0);
             await MaybeKill(Phase.StepOnNewRouter, step, 0);
-            Assert.Equal(step, await layer.StepAsync());
+            Assert.Equal(step, await StepAsync(layer, step, storeRefusal));
             if (killedAt is { } at && recovery == TimeSpan.Zero) recovery = DateTime.UtcNow - at;
             await MaybeKill(Phase.AfterStep, step, 0);
             foreach (var (f, dy) in forwards) { f.Dispose(); dy.Dispose(); }

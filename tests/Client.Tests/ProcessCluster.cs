@@ -11,8 +11,11 @@ public sealed class ProcessCluster : IAsyncDisposable
     private readonly bool ownsStore;
     private readonly string arguments;
 
-    private ProcessCluster(string clusterId, string store, List<SiloProcess> silos, bool ownsStore, string arguments)
+    private readonly string membership;
+
+    private ProcessCluster(string clusterId, string store, List<SiloProcess> silos, bool ownsStore, string arguments, string membership)
     {
+        this.membership = membership;
         this.ownsStore = ownsStore;
         this.arguments = arguments;
         ClusterId = clusterId;
@@ -23,21 +26,23 @@ public sealed class ProcessCluster : IAsyncDisposable
     public string ClusterId { get; }
     public string Store { get; }
     public List<SiloProcess> Silos { get; }
-    public string Address => $"redis://{TestRedis.Address}";
+    public string Address => $"redis://{membership}";
 
     /// <summary>
     /// Starts <paramref name="silos"/> silos; a new cluster id and checkpoint directory unless given
-    /// (a restart, or <c>redis://…</c> for a Redis store).
+    /// (a restart, or <c>redis://…</c> for a Redis store). Membership goes through the test Redis
+    /// unless <paramref name="membership"/> (host:port) names another.
     /// </summary>
-    public static async Task<ProcessCluster> StartAsync(int silos, string arguments, string? clusterId = null, string? store = null)
+    public static async Task<ProcessCluster> StartAsync(int silos, string arguments, string? clusterId = null, string? store = null, string? membership = null)
     {
+        membership ??= TestRedis.Address;
         var ownsStore = store is null;
         clusterId ??= $"test-{Guid.NewGuid():N}";
         store ??= Directory.CreateTempSubdirectory("moe-test-store-").FullName;
         var ports = SiloProcess.FreePorts(2 * silos);
-        var full = $"--cluster redis://{TestRedis.Address} --cluster-id {clusterId} --store {store} {arguments}";
+        var full = $"--cluster redis://{membership} --cluster-id {clusterId} --store {store} {arguments}";
         var started = await Task.WhenAll(Enumerable.Range(0, silos).Select(i => SiloProcess.StartAsync(full, ports[2 * i], ports[2 * i + 1])));
-        return new ProcessCluster(clusterId, store, started.ToList(), ownsStore, full);
+        return new ProcessCluster(clusterId, store, started.ToList(), ownsStore, full, membership);
     }
 
     /// <summary>Starts one more silo with the same arguments (a replacement for a lost one) and returns it.</summary>

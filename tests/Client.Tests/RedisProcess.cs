@@ -2,19 +2,22 @@ using System.Diagnostics;
 
 namespace MoeCluster.Client.Tests;
 
-/// <summary>A redis-server of the test's own, on a free port, that the test may stop and start again.</summary>
-public sealed class RedisProcess : IAsyncDisposable
+/// <summary>
+/// A redis-server of the test's own, on a free port, that the test may stop and start again: empty
+/// after a restart, or, given a data directory, with every write it had (an append-only file synced
+/// on every write), as a Redis server with persistence comes back.
+/// </summary>
+public sealed class RedisProcess(string? dataDirectory = null) : IAsyncDisposable
 {
     private Process? process;
 
-    public RedisProcess() => Port = SiloProcess.FreePorts(1)[0];
-
-    public int Port { get; }
+    public int Port { get; } = SiloProcess.FreePorts(1)[0];
     public string Address => $"127.0.0.1:{Port}";
 
     public async Task StartAsync()
     {
-        process = Process.Start(new ProcessStartInfo("redis-server", $"--port {Port} --bind 127.0.0.1 --save '' --appendonly no")
+        var persistence = dataDirectory is null ? "--appendonly no" : $"--appendonly yes --appendfsync always --dir {dataDirectory}";
+        process = Process.Start(new ProcessStartInfo("redis-server", $"--port {Port} --bind 127.0.0.1 --save '' {persistence}")
         {
             RedirectStandardOutput = true,
             UseShellExecute = false,

@@ -7,9 +7,10 @@ using static TorchSharp.torch;
 namespace MoeCluster.Client.Tests;
 
 /// <summary>
-/// 2,000 training steps against two silo processes: their resident memory stays flat after
-/// warm-up (a leaked tensor per step would show), nothing stays pending, and the checkpoint store
-/// keeps two versions per key.
+/// 2,000 training steps against two silo processes: their resident memory and live TorchSharp
+/// tensor count stay flat after warm-up (a leaked tensor per step would show), nothing stays
+/// pending or kept (saved forwards, pending batches, kept answers), and the checkpoint store keeps
+/// two versions per key.
 /// </summary>
 public class SoakTests(ITestOutputHelper output)
 {
@@ -27,28 +28,56 @@ public class SoakTests(ITestOutputHelper output)
         using var dy = randn(64, 64, generator: generator).mul_(0.01);
 
         long[] warm = [];
+        Dictionary<string, long> warmTensors = [];
         var watch = Stopwatch.StartNew();
         for (int step = 1; step <= Steps; step++)
         {
             using (var forward = await layer.ForwardAsync(x))
             using (await layer.BackwardAsync(forward.BatchId, dy)) { }
             await layer.StepAsync();
-            if (step == WarmUp) warm = cluster.Silos.Select(s => s.ResidentBytes()).ToArray();
+            if (step == WarmUp)
+            {
+                warm = cluster.Silos.Select(s => s.ResidentBytes()).ToArray();
+                var warmStats = await layer.GetStatsAsync();
+                warmTensors = await LiveTensorsBySilo(client, "soak", warmStats);
+                Assert.Equal(0, warmStats.KeptAnswers);
+            }
         }
         await layer.FlushAsync();
         var end = cluster.Silos.Select(s => s.ResidentBytes()).ToArray();
         var stats = await layer.GetStatsAsync();
+        var endTensors = await LiveTensorsBySilo(client, "soak", stats);
 
         output.WriteLine($"{Steps} steps in {watch.Elapsed.TotalSeconds:F0} s; silo resident memory after step {WarmUp} → {Steps}: " +
             string.Join(", ", warm.Zip(end, (a, b) => $"{a / 1048576.0:F0} → {b / 1048576.0:F0} MiB ({(b - a) * 100.0 / a:+0.0;-0.0} %)")));
+        output.WriteLine($"live TorchSharp tensors per silo (after a full GC) after step {WarmUp} → {Steps}: " +
+            string.Join(", ", warmTensors.Select(w => $"{w.Value} → {endTensors.GetValueOrDefault(w.Key)}")));
+        Assert.Equal(warmTensors.Keys.Order(), endTensors.Keys.Order());
+        foreach (var (silo, count) in warmTensors)
+            Assert.True(endTensors[silo] <= count * 1.05, $"silo {silo} went from {count} to {endTensors[silo]} live tensors (more than 5 %)");
         for (int i = 0; i < end.Length; i++)
             Assert.True(end[i] <= warm[i] * 1.05, $"silo {i} grew from {warm[i] / 1048576.0:F0} to {end[i] / 1048576.0:F0} MiB (more than 5 %)");
         Assert.Equal(Steps, stats.Version);
         Assert.Equal(0, stats.PendingBatches);
         Assert.All(stats.Experts, e => Assert.Equal(0, e.Expert.PendingForwards));
+        Assert.Equal(0, stats.KeptAnswers);
+        Assert.Equal(0, stats.ExpiredBatches);
         var layerDirectory = Directory.GetDirectories(cluster.Store, "soak", SearchOption.AllDirectories).Single();
         var versions = Directory.GetFiles(layerDirectory, "*.ckpt", SearchOption.AllDirectories).GroupBy(Path.GetDirectoryName).ToList();
         Assert.Equal(5, versions.Count); // the router and 4 experts
         Assert.All(versions, v => Assert.Equal(2, v.Count()));
+    }
+
+    /// <summary>
+    /// Each silo's live tensor count after a full garbage collection (every grain's tensors in its
+    /// process), asked of the layer's router and of one expert per silo.
+    /// </summary>
+    private static async Task<Dictionary<string, long>> LiveTensorsBySilo(MoeClusterClient client, string layer, LayerStats stats)
+    {
+        var counts = new Dictionary<string, long>();
+        foreach (var group in stats.Experts.GroupBy(e => e.Expert.Placement.Silo))
+            counts[group.Key] = await client.Orleans.GetGrain<IMoeExpertGrain>(group.First().Expert.Index, layer).CountSiloLiveTensors();
+        counts[stats.Router.Silo] = await client.Orleans.GetGrain<IMoeRouterGrain>(layer).CountSiloLiveTensors();
+        return counts;
     }
 }
