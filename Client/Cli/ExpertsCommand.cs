@@ -33,11 +33,13 @@ public static class ExpertsCommand
             (layer, parse) => layer.RemoveExpertsAsync(ParseIds(parse.GetValue(ids)!))));
         var hot = new Option<int>("--expert") { Description = "Id of the expert", Required = true };
         var copies = new Option<int>("--count") { Description = "How many more replicas", DefaultValueFactory = _ => 1 };
-        command.Subcommands.Add(Replicas("replicate", "Gives an expert read-only replicas on other devices that share its inference tokens.", [hot, copies],
+        command.Subcommands.Add(Replicas("replicate", "Gives an expert read-only replicas on other devices that share its inference tokens.\n" +
+            "Example: ./moe experts replicate --cluster redis://127.0.0.1:6379 --layer ffn-0 --expert 3 --count 2\n" + ExitCodes.Help, [hot, copies],
             async (layer, parse) => (object)await layer.ReplicateExpertAsync(parse.GetValue(hot), parse.GetValue(copies)),
             (layer, parse, result) => $"expert {parse.GetValue(hot)} of layer \"{layer}\" has {((ExpertReplica[])result).Length} replica(s): " +
                 string.Join(", ", ((ExpertReplica[])result).Select(r => $"{r.Placement.Silo} {r.Placement.Device} (version {r.Version})"))));
-        command.Subcommands.Add(Replicas("unreplicate", "Removes every replica of an expert.", [hot],
+        command.Subcommands.Add(Replicas("unreplicate", "Removes every replica of an expert.\n" +
+            "Example: ./moe experts unreplicate --cluster redis://127.0.0.1:6379 --layer ffn-0 --expert 3\n" + ExitCodes.Help, [hot],
             async (layer, parse) => (object)new { removed = await layer.RemoveReplicasAsync(parse.GetValue(hot)) },
             (layer, parse, _) => $"removed the replicas of expert {parse.GetValue(hot)} of layer \"{layer}\""));
         return command;
