@@ -8,6 +8,7 @@ var redis = new Option<string?>("--redis") { Description = "Also time the Redis 
 var only = new Option<string[]>("--config") { Description = "Only these configs (repeatable): standard-f32, standard-bf16-wire, small-batch, many-experts", AllowMultipleArgumentsPerToken = true };
 var siloThreads = new Option<int>("--silo-threads") { Description = "libtorch threads of each of the two silo processes (default: the cores shared between them)", DefaultValueFactory = _ => ClusterBenchmark.SiloProcessThreads(Environment.ProcessorCount) };
 var baselineWorkers = new Option<int?>("--baseline-expert-workers") { Description = "Also time (b0): (b) with this many CPU expert workers, in turn with the others (a before/after in one run)" };
+var profile = new Option<bool>("--profile-small-batch") { Description = "Only profile the 16-token forward in (b): the time of each piece, beside the reference's" };
 var probe = new Option<string?>("--memory-probe") { Hidden = true, Description = "Internal: run one memory probe (reference or silo) and print its peak RSS" };
 var probeTokens = new Option<int>("--probe-tokens") { Hidden = true, DefaultValueFactory = _ => 4096 };
 var probeIterations = new Option<int>("--probe-iterations") { Hidden = true, DefaultValueFactory = _ => 3 };
@@ -16,7 +17,7 @@ var root = new RootCommand("Times the MoE layer in one run: (a) the reference la
     "in-process silo, (c) the cluster with two silo processes on loopback, against libtorch's float32 GEMM rate; then the checkpoint stores.\n\n" +
     "Example: ./moe bench --json bench.json")
 {
-    quick, repeats, json, redis, only, siloThreads, baselineWorkers, probe, probeTokens, probeIterations, plot,
+    quick, repeats, json, redis, only, siloThreads, baselineWorkers, profile, probe, probeTokens, probeIterations, plot,
 };
 root.SetAction(async (parse, cancel) =>
 {
@@ -29,6 +30,11 @@ root.SetAction(async (parse, cancel) =>
     {
         Console.Error.WriteLine($"moe-bench: --repeats is {r}; expected ≥ 1");
         return 2;
+    }
+    if (parse.GetValue(profile))
+    {
+        await SmallBatchProfile.RunAsync(parse.GetValue(repeats) ?? 100, cancel);
+        return 0;
     }
     var configs = BenchConfig.All(isQuick);
     if (parse.GetValue(only) is { Length: > 0 } names)
