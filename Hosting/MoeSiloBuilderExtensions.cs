@@ -22,6 +22,7 @@ public static class MoeSiloBuilderExtensions
         var slots = DeviceInventory.Resolve(options.Devices, options.ExpertsPerDevice);
         ICheckpointStore store = new MeteredCheckpointStore(CheckpointStoreSelection.Open(options.Store, options.ClusterId));
         var threads = options.TorchThreads > 0 ? options.TorchThreads : Environment.ProcessorCount;
+        var workers = Math.Max(1, options.ExpertWorkers);
         // Process-wide: every silo in the process shares libtorch's intra-op pool.
         torch.set_num_threads(threads);
         // Orleans' strongly consistent directory: while a silo leaves gracefully, the default one can
@@ -42,7 +43,7 @@ public static class MoeSiloBuilderExtensions
         {
             services.AddSingleton(new LocalDeviceSlots(slots, options.AllowOvercommit));
             services.AddSingleton<IClusterSlotView, ClusterSlotView>();
-            services.AddSingleton(_ => new ComputeQueues(threads));
+            services.AddSingleton(_ => new ComputeQueues(threads, workers));
             services.AddSingleton(store);
             services.AddSingleton<LocalExperts>();
             services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, GracefulHandoff>();

@@ -18,6 +18,11 @@ public sealed record MoeSiloOptions
     public bool AllowOvercommit { get; init; }
     /// <summary>libtorch intra-op threads; 0 means one per core.</summary>
     public int TorchThreads { get; init; }
+    /// <summary>
+    /// CPU experts computing at once, the libtorch threads shared among them (see <c>ComputeQueues</c>);
+    /// 0 or 1 (the default): one expert at a time on all of the threads.
+    /// </summary>
+    public int ExpertWorkers { get; init; }
     public string SiloName { get; init; } = $"moe-silo-{Environment.ProcessId}";
     /// <summary>Checkpoints: a directory shared by the cluster's silos (under it, one per cluster id), or <c>redis://host:port</c>.</summary>
     public string Store { get; init; } = CheckpointStoreSelection.DefaultDirectory;

@@ -29,6 +29,7 @@ public static class SiloCommand
         var overcommit = new Option<bool>("--overcommit") { Description = "Accept experts beyond the slots instead of refusing them", DefaultValueFactory = _ => defaults.AllowOvercommit };
         var clusterId = new Option<string>("--cluster-id") { Description = "Orleans cluster id (silos and clients must agree)", DefaultValueFactory = _ => defaults.ClusterId };
         var threads = new Option<int>("--threads") { Description = "libtorch intra-op threads (0 = one per core)", DefaultValueFactory = _ => defaults.TorchThreads };
+        var expertWorkers = new Option<int>("--expert-workers") { Description = "CPU experts computing at once, sharing the threads (0 or 1 = one at a time)", DefaultValueFactory = _ => defaults.ExpertWorkers };
         var store = new Option<string>("--store") { Description = "Checkpoints: a directory shared by the cluster's silos, or redis://host:port", DefaultValueFactory = _ => defaults.Store };
         var name = new Option<string>("--name") { Description = "Silo name in logs", DefaultValueFactory = _ => defaults.SiloName };
         var tlsCert = new Option<string?>("--tls-cert") { Description = "TLS for silo and client traffic: PEM file with this silo's certificate and private key (or a .pfx)", DefaultValueFactory = _ => defaults.TlsCertificate };
@@ -50,7 +51,7 @@ public static class SiloCommand
             "Every option can also be set in appsettings.json (section \"Silo\", e.g. \"GatewayPort\": 30001) or as an\n" +
             "environment variable (MOE_Silo__GatewayPort=30001); the command line wins. See docs/configuration.md.")
         {
-            cluster, port, gateway, primary, devices, perDevice, overcommit, clusterId, threads, store, name,
+            cluster, port, gateway, primary, devices, perDevice, overcommit, clusterId, threads, expertWorkers, store, name,
             statusPort, statusHost, statusToken, otlp, otlpProtocol, otlpInterval, prometheus, tlsCert, tlsCa, address,
         };
         command.SetAction(async (parse, cancel) =>
@@ -71,6 +72,7 @@ public static class SiloCommand
                 AllowOvercommit = parse.GetValue(overcommit),
                 ClusterId = parse.GetValue(clusterId)!,
                 TorchThreads = parse.GetValue(threads),
+                ExpertWorkers = parse.GetValue(expertWorkers),
                 SiloName = parse.GetValue(name)!,
                 Store = parse.GetValue(store)!,
                 TlsCertificate = parse.GetValue(tlsCert),

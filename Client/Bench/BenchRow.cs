@@ -21,4 +21,5 @@ public sealed record BenchReport(
     [property: JsonPropertyName("gemm_gflops")] double GemmGflops,
     [property: JsonPropertyName("rows")] IReadOnlyList<BenchRow> Rows,
     [property: JsonPropertyName("peak_memory_mib")] IReadOnlyDictionary<string, double> PeakMemoryMiB,
-    [property: JsonPropertyName("machine")] string Machine);
+    [property: JsonPropertyName("machine")] string Machine,
+    [property: JsonPropertyName("weights_read_ms")] double? WeightsReadMs = null);

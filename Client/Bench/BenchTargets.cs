@@ -21,8 +21,10 @@ public static class BenchTargets
         Add("(b) / (a) ≤ 1.10, standard fwd+bwd+step", Row("standard-f32", "b", ClusterBenchmark.Train)?.RatioToReference, v => $"{v:F3}", v => v <= 1.10);
         Add("(c) / (a) ≤ 1.30, standard fwd+bwd+step", Row("standard-f32", "c", ClusterBenchmark.Train)?.RatioToReference, v => $"{v:F3}", v => v <= 1.30);
         Add("(b) ≥ 70 % of the GEMM rate, standard fwd+bwd+step", Row("standard-f32", "b", ClusterBenchmark.Train)?.GemmShare, v => $"{v:P1}", v => v >= 0.70);
-        Add("16-token forward p50 ≤ 1 ms in (b)", Row("small-batch", "b", ClusterBenchmark.Forward)?.MedianMs, v => $"{v:F2} ms", v => v <= 1);
-        Add("16-token forward p50 ≤ 2 ms in (c)", Row("small-batch", "c", ClusterBenchmark.Forward)?.MedianMs, v => $"{v:F2} ms", v => v <= 2);
+        // Beside the 16-token times: reading the experts' weights once, which no 16-token forward can beat.
+        var floor = report.WeightsReadMs is { } read ? $" (weights read once: {read:F2} ms)" : "";
+        Add("16-token forward p50 ≤ 1 ms in (b)", Row("small-batch", "b", ClusterBenchmark.Forward)?.MedianMs, v => $"{v:F2} ms{floor}", v => v <= 1);
+        Add("16-token forward p50 ≤ 2 ms in (c)", Row("small-batch", "c", ClusterBenchmark.Forward)?.MedianMs, v => $"{v:F2} ms{floor}", v => v <= 2);
         var manyA = Row("many-experts", "a", ClusterBenchmark.Train);
         var manyB = Row("many-experts", "b", ClusterBenchmark.Train);
         Add("many experts: (b) tokens/s within 1.5× of (a), fwd+bwd+step", manyA is null || manyB is null ? null : manyA.TokensPerSecond / manyB.TokensPerSecond,

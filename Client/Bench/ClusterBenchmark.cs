@@ -19,7 +19,8 @@ public static class ClusterBenchmark
     public const string Train = "fwd+bwd+step";
 
     public static async Task<(double GemmGflops, List<BenchRow> Rows, Dictionary<string, double> SiloPeakMiB)> RunAsync(
-        IReadOnlyList<BenchConfig> configs, bool quick, int? repeats, int siloThreads, CancellationToken cancellationToken)
+        IReadOnlyList<BenchConfig> configs, bool quick, int? repeats, int siloThreads, CancellationToken cancellationToken,
+        int? baselineExpertWorkers = null)
     {
         var cores = Environment.ProcessorCount;
         using var queue = new ComputeQueue("bench-reference", cores);
@@ -33,6 +34,9 @@ public static class ClusterBenchmark
         await using var inProcess = await InProcessSilo.StartAsync(slots, cores, cancellationToken);
         await using var processes = await SiloProcesses.StartAsync(2, slots, siloThreads);
         await using var remote = await processes.ConnectAsync();
+        // A before/after of the expert workers within one run: a second in-process silo, timed in turn with the others.
+        await using var baseline = baselineExpertWorkers is { } workers
+            ? await InProcessSilo.StartAsync(slots, cores, cancellationToken, workers, "baseline") : null;
 
         var rows = new List<BenchRow>();
         var referenceMs = new Dictionary<(int, int, int, int, string), double>();
@@ -56,6 +60,8 @@ public static class ClusterBenchmark
                     if (config.Spec.WireDType == TensorDType.F32)
                         setups.Add(new Setup("a", "(a) reference", await ReferenceLayerUnderTest.CreateAsync(config.Spec, queue)));
                     setups.Add(new Setup("b", "(b) 1 in-process silo", await ClusterLayerUnderTest.CreateAsync(inProcess.Client, $"bench-{i}-b", config.Spec)));
+                    if (baseline is not null)
+                        setups.Add(new Setup("b0", $"(b0) (b) with {baselineExpertWorkers} expert worker(s)", await ClusterLayerUnderTest.CreateAsync(baseline.Client, $"bench-{i}-b0", config.Spec)));
                     setups.Add(new Setup("c", "(c) 2 silo processes", await ClusterLayerUnderTest.CreateAsync(remote, $"bench-{i}-c", config.Spec)));
                 }
                 foreach (var mode in new[] { Forward, Train })

@@ -20,15 +20,18 @@ public sealed class InProcessSilo : IAsyncDisposable
 
     public MoeClusterClient Client { get; }
 
-    public static async Task<InProcessSilo> StartAsync(int expertsPerDevice, int torchThreads, CancellationToken cancellationToken)
+    /// <param name="expertWorkers">CPU experts computing at once (<see cref="MoeSiloOptions.ExpertWorkers"/>); 0: the silo's default.</param>
+    /// <param name="name">Tells apart two in-process silos of one run: each is a cluster of its own.</param>
+    public static async Task<InProcessSilo> StartAsync(int expertsPerDevice, int torchThreads, CancellationToken cancellationToken,
+        int expertWorkers = 0, string name = "inproc")
     {
         var store = Directory.CreateTempSubdirectory("moe-bench-store-");
         var ports = FreePorts.Take(2);
         var host = MoeSiloHost.Build(new MoeSiloOptions
         {
             SiloPort = ports[0], PrimarySiloPort = ports[0], GatewayPort = ports[1], Devices = "cpu",
-            ExpertsPerDevice = expertsPerDevice, TorchThreads = torchThreads, Store = store.FullName,
-            ClusterId = $"moe-bench-inproc-{Environment.ProcessId}",
+            ExpertsPerDevice = expertsPerDevice, TorchThreads = torchThreads, ExpertWorkers = expertWorkers, Store = store.FullName,
+            ClusterId = $"moe-bench-{name}-{Environment.ProcessId}",
         }, logging: _ => { });
         await host.StartAsync(cancellationToken);
         return new InProcessSilo(host, store);

@@ -7,6 +7,8 @@ var json = new Option<string?>("--json") { Description = "Also write the rows, t
 var redis = new Option<string?>("--redis") { Description = "Also time the Redis checkpoint store at host:port" };
 var only = new Option<string[]>("--config") { Description = "Only these configs (repeatable): standard-f32, standard-bf16-wire, small-batch, many-experts", AllowMultipleArgumentsPerToken = true };
 var siloThreads = new Option<int>("--silo-threads") { Description = "libtorch threads of each of the two silo processes (default: the cores shared between them)", DefaultValueFactory = _ => ClusterBenchmark.SiloProcessThreads(Environment.ProcessorCount) };
+var baselineWorkers = new Option<int?>("--baseline-expert-workers") { Description = "Also time (b0): (b) with this many CPU expert workers, in turn with the others (a before/after in one run)" };
+var profile = new Option<bool>("--profile-small-batch") { Description = "Only profile the 16-token forward in (b): the time of each piece, beside the reference's" };
 var probe = new Option<string?>("--memory-probe") { Hidden = true, Description = "Internal: run one memory probe (reference or silo) and print its peak RSS" };
 var probeTokens = new Option<int>("--probe-tokens") { Hidden = true, DefaultValueFactory = _ => 4096 };
 var probeIterations = new Option<int>("--probe-iterations") { Hidden = true, DefaultValueFactory = _ => 3 };
@@ -15,7 +17,7 @@ var root = new RootCommand("Times the MoE layer in one run: (a) the reference la
     "in-process silo, (c) the cluster with two silo processes on loopback, against libtorch's float32 GEMM rate; then the checkpoint stores.\n\n" +
     "Example: ./moe bench --json bench.json")
 {
-    quick, repeats, json, redis, only, siloThreads, probe, probeTokens, probeIterations, plot,
+    quick, repeats, json, redis, only, siloThreads, baselineWorkers, profile, probe, probeTokens, probeIterations, plot,
 };
 root.SetAction(async (parse, cancel) =>
 {
@@ -28,6 +30,11 @@ root.SetAction(async (parse, cancel) =>
     {
         Console.Error.WriteLine($"moe-bench: --repeats is {r}; expected ≥ 1");
         return 2;
+    }
+    if (parse.GetValue(profile))
+    {
+        await SmallBatchProfile.RunAsync(parse.GetValue(repeats) ?? 100, cancel);
+        return 0;
     }
     var configs = BenchConfig.All(isQuick);
     if (parse.GetValue(only) is { Length: > 0 } names)
@@ -45,7 +52,13 @@ root.SetAction(async (parse, cancel) =>
         Console.Error.WriteLine($"moe-bench: --silo-threads is {parse.GetValue(siloThreads)}; expected ≥ 1");
         return 2;
     }
-    var (gemm, rows, siloPeaks) = await ClusterBenchmark.RunAsync(configs, isQuick, parse.GetValue(repeats), parse.GetValue(siloThreads), cancel);
+    if (parse.GetValue(baselineWorkers) is < 1 and var w)
+    {
+        Console.Error.WriteLine($"moe-bench: --baseline-expert-workers is {w}; expected ≥ 1");
+        return 2;
+    }
+    var (gemm, rows, siloPeaks) = await ClusterBenchmark.RunAsync(configs, isQuick, parse.GetValue(repeats), parse.GetValue(siloThreads), cancel,
+        parse.GetValue(baselineWorkers));
     var memory = new Dictionary<string, double>();
     // Two more processes, each loading libtorch and training a few steps: left out of the quick run.
     if (!isQuick && configs.Any(c => c.Key == "standard-f32"))
@@ -55,8 +68,15 @@ root.SetAction(async (parse, cancel) =>
         memory[MemoryProbe.SiloLabel] = await MemoryProbe.MeasureAsync(MemoryProbe.Silo, configs.First(c => c.Key == "standard-f32").Tokens, 3, cancel);
     }
     foreach (var (name, mib) in siloPeaks) memory[name] = mib;
+    double? weightsRead = null;
+    if (configs.FirstOrDefault(c => c.Key == "small-batch") is { } small)
+    {
+        ClusterBenchmark.Progress("the memory floor of the 16-token forward: reading the experts' weights once");
+        weightsRead = await WeightReadFloor.MeasureMsAsync(WeightReadFloor.ExpertWeightBytes(small.Spec), isQuick ? 5 : 15);
+    }
     var report = new BenchReport(gemm, rows, memory,
-        $"{Environment.ProcessorCount} cores, {Environment.OSVersion}, .NET {Environment.Version}, libtorch threads {TorchSharp.torch.get_num_threads()}");
+        $"{Environment.ProcessorCount} cores, {Environment.OSVersion}, .NET {Environment.Version}, libtorch threads {TorchSharp.torch.get_num_threads()}",
+        weightsRead);
     BenchOutput.WriteTable(report, configs);
     BenchTargets.Write(report);
     if (parse.GetValue(json) is { } path) await BenchOutput.WriteJsonAsync(path, report);

@@ -71,7 +71,8 @@ public sealed class ExpertGrain(
         index = (int)this.GetPrimaryKeyLong(out var keyExtension);
         layer = keyExtension ?? throw new InvalidOperationException("an expert's key needs the layer name as its extension");
         device = await Registry.Claim(this.GetGrainId().ToString(), slots.Local, slots.LiveSilos());
-        queue = queues.For(device);
+        // On the CPU a pool of workers: experts compute side by side, each single-threaded (see ComputeQueues).
+        queue = queues.ForExperts(device);
         this.RegisterGrainTimer(() => Registry.Renew(this.GetGrainId().ToString(), slots.Local.Silo, device),
             new GrainTimerCreationOptions(LeaseRenewal, LeaseRenewal) { Interleave = true });
         localExperts.Add(index, layer);

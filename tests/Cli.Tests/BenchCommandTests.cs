@@ -20,6 +20,10 @@ public class BenchCommandTests
             using var report = JsonDocument.Parse(await File.ReadAllTextAsync(json));
             var gemm = report.RootElement.GetProperty("gemm_gflops").GetDouble();
             Assert.True(gemm > 0, $"gemm_gflops is {gemm}");
+            // The memory floor of the 16-token forward, measured in the same run.
+            var weightsRead = report.RootElement.GetProperty("weights_read_ms").GetDouble();
+            Assert.True(weightsRead > 0, $"weights_read_ms is {weightsRead}");
+            Assert.Contains("weights read once", stdout);
             var rows = report.RootElement.GetProperty("rows").EnumerateArray().ToList();
             foreach (var row in rows)
             {

@@ -24,7 +24,7 @@ public sealed class MoeTestCluster : IAsyncDisposable
     public InProcessTestCluster Cluster { get; }
     public MoeClusterClient Client { get; }
 
-    public static async Task<MoeTestCluster> StartAsync(short silos, int expertsPerDevice, bool overcommit = false)
+    public static async Task<MoeTestCluster> StartAsync(short silos, int expertsPerDevice, bool overcommit = false, int expertWorkers = 0)
     {
         var store = Directory.CreateTempSubdirectory("moe-test-store-").FullName;
         var builder = new InProcessTestClusterBuilder(silos);
@@ -33,6 +33,7 @@ public sealed class MoeTestCluster : IAsyncDisposable
             Devices = "cpu",
             ExpertsPerDevice = expertsPerDevice,
             AllowOvercommit = overcommit,
+            ExpertWorkers = expertWorkers,
             Store = store,
         }));
         var cluster = builder.Build();
