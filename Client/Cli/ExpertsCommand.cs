@@ -33,19 +33,20 @@ public static class ExpertsCommand
             (layer, parse) => layer.RemoveExpertsAsync(ParseIds(parse.GetValue(ids)!))));
         var hot = new Option<int>("--expert") { Description = "Id of the expert", Required = true };
         var copies = new Option<int>("--count") { Description = "How many more replicas", DefaultValueFactory = _ => 1 };
-        command.Subcommands.Add(Replicas("replicate", "Gives an expert read-only replicas on other devices that share its inference tokens.\n" +
+        command.Subcommands.Add(LayerAction("replicate", "Gives an expert read-only replicas on other devices that share its inference tokens.\n" +
             "Example: ./moe experts replicate --cluster redis://127.0.0.1:6379 --layer ffn-0 --expert 3 --count 2\n" + ExitCodes.Help, [hot, copies],
             async (layer, parse) => (object)await layer.ReplicateExpertAsync(parse.GetValue(hot), parse.GetValue(copies)),
             (layer, parse, result) => $"expert {parse.GetValue(hot)} of layer \"{layer}\" has {((ExpertReplica[])result).Length} replica(s): " +
                 string.Join(", ", ((ExpertReplica[])result).Select(r => $"{r.Placement.Silo} {r.Placement.Device} (version {r.Version})"))));
-        command.Subcommands.Add(Replicas("unreplicate", "Removes every replica of an expert.\n" +
+        command.Subcommands.Add(LayerAction("unreplicate", "Removes every replica of an expert.\n" +
             "Example: ./moe experts unreplicate --cluster redis://127.0.0.1:6379 --layer ffn-0 --expert 3\n" + ExitCodes.Help, [hot],
             async (layer, parse) => (object)new { removed = await layer.RemoveReplicasAsync(parse.GetValue(hot)) },
             (layer, parse, _) => $"removed the replicas of expert {parse.GetValue(hot)} of layer \"{layer}\""));
         return command;
     }
 
-    private static Command Replicas(string name, string description, Option[] options, Func<RemoteMoeLayer, ParseResult, Task<object>> act,
+    /// <summary>A sub-command that acts on one layer and prints what came back (JSON with --json).</summary>
+    private static Command LayerAction(string name, string description, Option[] options, Func<RemoteMoeLayer, ParseResult, Task<object>> act,
         Func<string, ParseResult, object, string> describe)
     {
         var connection = new ClusterConnection();
@@ -65,25 +66,9 @@ public static class ExpertsCommand
         return command;
     }
 
-    private static Command Sub(string name, string description, Option[] options, Func<RemoteMoeLayer, ParseResult, Task<ExpertSetChange>> change)
-    {
-        var connection = new ClusterConnection();
-        var layer = new Option<string>("--layer") { Description = "Name of the layer", Required = true };
-        var json = new Option<bool>("--json") { Description = "Print the change as JSON on stdout" };
-        var command = new Command(name, description) { layer, json };
-        foreach (var option in options) command.Options.Add(option);
-        connection.AddTo(command);
-        command.SetAction(async (parse, cancel) =>
-        {
-            await using var client = await MoeClusterClient.ConnectAsync(connection.Options(parse), cancel);
-            var remote = await client.GetLayerAsync(parse.GetValue(layer)!);
-            var result = await change(remote, parse);
-            if (parse.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(result, CliJson.Options));
-            else Console.WriteLine(Describe(remote.Name, result));
-            return 0;
-        });
-        return command;
-    }
+    private static Command Sub(string name, string description, Option[] options, Func<RemoteMoeLayer, ParseResult, Task<ExpertSetChange>> change) =>
+        LayerAction(name, description, options, async (layer, parse) => await change(layer, parse),
+            (layer, _, result) => Describe(layer, (ExpertSetChange)result));
 
     public static string Describe(string layer, ExpertSetChange change) =>
         (change.Added.Length > 0 ? $"added expert(s) {string.Join(", ", change.Added)} to" : $"removed expert(s) {string.Join(", ", change.Removed)} from") +
