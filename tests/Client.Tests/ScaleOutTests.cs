@@ -48,15 +48,18 @@ public class ScaleOutTests(ITestOutputHelper output)
         foreach (var m in stats.Moves)
             output.WriteLine($"version {m.AtVersion}: expert {m.Expert} {m.FromSilo} → {m.ToSilo} ({m.Reason}), {m.StateBytes:N0} bytes in {m.Milliseconds:F0} ms");
         output.WriteLine($"experts per silo after the join: {string.Join(", ", stats.Experts.GroupBy(e => e.Expert.Placement.Silo).Select(g => $"{g.Key} {g.Count()}"))}");
-        Assert.Equal(2, onNew);
+        // Even: 3 + 3 + 2 in some order. Usually the new silo gets 2 of a 4 + 4 start; when the
+        // deleted baseline's leases were still being released as the layer was placed, the start
+        // is uneven (2 + 6 was seen) and the new silo ends with 3.
+        Assert.InRange(onNew, 2, 3);
         Assert.All(stats.Experts.GroupBy(e => e.Expert.Placement.Silo), g => Assert.InRange(g.Count(), 2, 3));
-        Assert.Equal(2, stats.Moves.Length);
+        Assert.Equal(onNew, stats.Moves.Count(m => m.ToSilo.Contains($":{joined.SiloPort}:")));
         Assert.All(stats.Moves, m =>
         {
             Assert.Equal(ExpertMove.Spread, m.Reason);
             Assert.InRange(m.AtVersion, JoinAfterStep + 1, Steps - 1); // at a step boundary after the join, before the last step
         });
-        Assert.Contains("joined; 2 expert(s) moved at version", string.Concat(cluster.Silos.Select(s => s.Log)));
+        Assert.Contains($"joined; {stats.Moves.Length} expert(s) moved at version", string.Concat(cluster.Silos.Select(s => s.Log)));
         FailoverTests.AssertBitIdentical(await layer.GetWeightsAsync(), without);
         // Asked again, nothing moves: the slots are even.
         Assert.Empty(await layer.SpreadExpertsAsync());
