@@ -29,7 +29,6 @@ public sealed class ExpertGrain(
     ILogger<ExpertGrain> logger) : Grain, IMoeExpertGrain, IGrainMigrationParticipant
 {
     private const string MigrationStateKey = "moe-expert-state";
-    private static readonly TimeSpan LeaseRenewal = TimeSpan.FromSeconds(10);
 
     private string layer = "";
     private int index;
@@ -64,17 +63,14 @@ public sealed class ExpertGrain(
     private string Name => $"{layer}/{index}";
     private string CheckpointKey => CheckpointCodec.ExpertKey(layer, index);
     private string HandoffKey => CheckpointCodec.HandoffKey(layer, index);
-    private IDeviceSlotRegistryGrain Registry => GrainFactory.GetGrain<IDeviceSlotRegistryGrain>(0);
 
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
     {
         index = (int)this.GetPrimaryKeyLong(out var keyExtension);
         layer = keyExtension ?? throw new InvalidOperationException("an expert's key needs the layer name as its extension");
-        device = await Registry.Claim(this.GetGrainId().ToString(), slots.Local, slots.LiveSilos());
+        device = await DeviceSlotLease.Claim(this, GrainFactory, slots);
         // On the CPU a pool of workers: experts compute side by side, each single-threaded (see ComputeQueues).
         queue = queues.ForExperts(device);
-        this.RegisterGrainTimer(() => Registry.Renew(this.GetGrainId().ToString(), slots.Local.Silo, device),
-            new GrainTimerCreationOptions(LeaseRenewal, LeaseRenewal) { Interleave = true });
         localExperts.Add(index, layer);
         if (arriving is { } moved)
         {
@@ -101,7 +97,7 @@ public sealed class ExpertGrain(
         await CheckpointWriteSettled();
         localExperts.Remove(index, layer);
         await DisposeModel();
-        await Registry.Release(this.GetGrainId().ToString(), slots.Local.Silo);
+        await DeviceSlotLease.Release(this, GrainFactory, slots);
     }
 
     private ExpertPlacement Placement => new(slots.Local.Silo.ToString(), device);

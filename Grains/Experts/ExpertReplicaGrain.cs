@@ -21,7 +21,6 @@ public sealed class ExpertReplicaGrain(
     IClusterSlotView slots,
     ILogger<ExpertReplicaGrain> logger) : Grain, IExpertReplicaGrain
 {
-    private static readonly TimeSpan LeaseRenewal = TimeSpan.FromSeconds(10);
 
     private int expertId, replica;
     private string layer = "";
@@ -32,7 +31,6 @@ public sealed class ExpertReplicaGrain(
     private long version = -1;
     private long tokensProcessed;
 
-    private IDeviceSlotRegistryGrain Registry => GrainFactory.GetGrain<IDeviceSlotRegistryGrain>(0);
     private string Name => $"{layer}/{expertId} (replica {replica})";
     private ExpertPlacement Placement => new(slots.Local.Silo.ToString(), device);
 
@@ -43,16 +41,14 @@ public sealed class ExpertReplicaGrain(
         if (hash <= 0 || !int.TryParse(extension![(hash + 1)..], out replica))
             throw new InvalidOperationException($"a replica's key needs \"layer#replica\" as its extension; got \"{extension}\"");
         layer = extension[..hash];
-        device = await Registry.Claim(this.GetGrainId().ToString(), slots.Local, slots.LiveSilos());
+        device = await DeviceSlotLease.Claim(this, GrainFactory, slots);
         queue = queues.For(device);
-        this.RegisterGrainTimer(() => Registry.Renew(this.GetGrainId().ToString(), slots.Local.Silo, device),
-            new GrainTimerCreationOptions(LeaseRenewal, LeaseRenewal) { Interleave = true });
     }
 
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
         await DisposeModel();
-        await Registry.Release(this.GetGrainId().ToString(), slots.Local.Silo);
+        await DeviceSlotLease.Release(this, GrainFactory, slots);
     }
 
     public async Task<ExpertPlacement> Load(LayerSpec newSpec, byte[] state, long atVersion)
