@@ -42,6 +42,10 @@ internal sealed class LayerInputGuard(bool validateValues, long maxMessageBytes)
     public static void CheckFinite(Tensor t, string name)
     {
         using var scope = NewDisposeScope();
+        // Fast path, one reduction and no mask: a NaN or an infinity makes the sum NaN or infinite,
+        // so a finite sum proves every value finite. A sum that overflows from finite values falls
+        // through to the exact count below, which then finds nothing and returns.
+        if (float.IsFinite(t.detach().sum(ScalarType.Float32).item<float>())) return;
         var finite = isfinite(t.detach());
         if (finite.all().item<bool>()) return;
         var nan = isnan(t.detach()).sum().item<long>();

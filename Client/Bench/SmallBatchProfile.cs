@@ -8,7 +8,7 @@ namespace MoeCluster.Bench;
 /// <c>--profile-small-batch</c>: where a 16-token forward of the standard layer spends its time in
 /// (b), piece by piece — empty grain calls, a hop onto a compute queue, one expert's forward called
 /// directly, the router's forward, the gateway's, the SDK's — beside the reference layer's, p50 of
-/// <c>repeats</c> each after a warm-up.
+/// <c>repeats</c> each after a warm-up; then the experts' product layouts (<see cref="ExpertProductLayouts"/>).
 /// </summary>
 public static class SmallBatchProfile
 {
@@ -57,6 +57,7 @@ public static class SmallBatchProfile
             await Time("(a) the reference layer's forward", () => reference.ForwardAsync(x));
             var floor = await WeightReadFloor.MeasureMsAsync(WeightReadFloor.ExpertWeightBytes(spec), 15);
             Console.WriteLine($"{"reading the experts' weights once (the memory floor)",-58} p50 {floor,9:F3} ms");
+            await ExpertProductLayouts.RunAsync(queue, spec, repeats);
         }
         finally
         {

@@ -44,6 +44,16 @@ public abstract class ExpertFfn : Module<Tensor, Tensor>
     };
 
     /// <summary>
+    /// W·uᵀ (+ b as a column): a Linear layer's product computed transposed, [out, rows] from the
+    /// weights [out, in] and the rows as columns [in, rows]. The same arithmetic as torch's
+    /// Linear (u·Wᵀ), but libtorch's BLAS on this project's CPUs runs it faster: 1.2–1.6× for an
+    /// expert's 16–512 rows with weights that are not in cache, as after another expert ran, and
+    /// no slower at 1,024–1,280 rows (<c>./moe bench --profile-small-batch</c> times both).
+    /// </summary>
+    protected static Tensor WeightsFirst(Tensor weight, Tensor columns, Tensor? bias = null) =>
+        bias is null ? weight.matmul(columns) : addmm(bias.unsqueeze(1), weight, columns, beta: 1, alpha: 1);
+
+    /// <summary>
     /// U(−1/√fan_in, 1/√fan_in), as torch's Linear, drawn in Float32 on the CPU so the values do
     /// not depend on the target device or dtype.
     /// </summary>
@@ -76,9 +86,9 @@ public sealed class GeluExpertFfn : ExpertFfn
     public override Tensor Forward(Tensor u, Tensor? hiddenMask)
     {
         using var scope = NewDisposeScope();
-        var h = functional.gelu(functional.linear(u, w1, b1));
-        if (hiddenMask is not null) h = h.mul(hiddenMask);
-        return functional.linear(h, w2, b2).MoveToOuterDisposeScope();
+        var hT = functional.gelu(WeightsFirst(w1, u.t(), b1));                  // [d_ff, rows]
+        if (hiddenMask is not null) hT = hT.mul(hiddenMask.t());
+        return WeightsFirst(w2, hT, b2).t().MoveToOuterDisposeScope();          // [rows, d_model], a transposed view
     }
 }
 
@@ -100,8 +110,9 @@ public sealed class SwiGluExpertFfn : ExpertFfn
     public override Tensor Forward(Tensor u, Tensor? hiddenMask)
     {
         using var scope = NewDisposeScope();
-        var h = functional.silu(functional.linear(u, w1)).mul(functional.linear(u, w3));
-        if (hiddenMask is not null) h = h.mul(hiddenMask);
-        return functional.linear(h, w2).MoveToOuterDisposeScope();
+        var uT = u.t();
+        var hT = functional.silu(WeightsFirst(w1, uT)).mul(WeightsFirst(w3, uT)); // [d_ff, rows]
+        if (hiddenMask is not null) hT = hT.mul(hiddenMask.t());
+        return WeightsFirst(w2, hT).t().MoveToOuterDisposeScope();              // [rows, d_model], a transposed view
     }
 }

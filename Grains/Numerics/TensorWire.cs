@@ -45,7 +45,9 @@ internal static class TensorWire
         // to() and contiguous() return aliases when nothing needs converting, so a contiguous CPU
         // tensor already in the wire dtype is copied exactly once, by ToArray.
         var source = t.detach().to(type, CPU).contiguous();
-        var data = source.NumberOfElements == 0 ? [] : source.bytes.ToArray();
+        // Not zeroed first (ToArray would): every byte is written by the copy, and clearing megabytes costs as much as copying them.
+        var data = source.NumberOfElements == 0 ? [] : GC.AllocateUninitializedArray<byte>(checked((int)bytes));
+        if (data.Length > 0) source.bytes.CopyTo(data);
         return new TensorPayload(t.shape, wire, data);
     }
 
