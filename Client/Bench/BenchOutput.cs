@@ -15,6 +15,10 @@ public static class BenchOutput
         AnsiConsole.Write(table);
         foreach (var c in configs) AnsiConsole.WriteLine($"{c.Label}: {c.Shape}");
         AnsiConsole.WriteLine($"libtorch float32 GEMM rate: {report.GemmGflops:F1} GFLOP/s; {report.Machine}");
+        var faulted = report.Rows.Where(r => r.PageFaults is not null && r.Setup is "a" or "b").ToList();
+        if (faulted.Count > 0)
+            AnsiConsole.WriteLine("minor page faults per call in this process, median: " +
+                string.Join(", ", faulted.Select(r => $"{r.Config} {r.Mode} {r.PageFaults:N0}")));
         AnsiConsole.WriteLine("peak resident memory: " + string.Join(", ", report.PeakMemoryMiB.Select(p => $"{p.Key} {p.Value:F0} MiB")));
     }
 

@@ -6,6 +6,8 @@ namespace MoeCluster.Bench;
 /// One line of the benchmark's table and of its JSON. <see cref="Setup"/> is a, b or c (the
 /// reference layer, one in-process silo, two silo processes); <see cref="Mode"/> names it with
 /// what was timed. The share is the row's GEMM arithmetic per second over the machine's GEMM rate.
+/// <see cref="PageFaults"/>: the median minor page faults of the benchmark's own process per call
+/// (where (a) and (b) compute; (c) computes in its silo processes).
 /// </summary>
 public sealed record BenchRow(
     [property: JsonPropertyName("config")] string Config,
@@ -14,7 +16,8 @@ public sealed record BenchRow(
     [property: JsonPropertyName("median_ms")] double MedianMs,
     [property: JsonPropertyName("tokens_per_s")] double TokensPerSecond,
     [property: JsonPropertyName("ratio_to_reference")] double? RatioToReference,
-    [property: JsonPropertyName("gemm_share")] double GemmShare);
+    [property: JsonPropertyName("gemm_share")] double GemmShare,
+    [property: JsonPropertyName("page_faults")] long? PageFaults = null);
 
 /// <summary>What <c>--json FILE</c> writes.</summary>
 public sealed record BenchReport(

@@ -8,8 +8,9 @@ namespace MoeCluster.Bench;
 /// <summary>
 /// The before/after of the expert's product layout (ExpertFfn.WeightsFirst): one forward of every
 /// expert of the layer in turn, so that each finds its weights out of cache as in a layer forward,
-/// computed as torch's Linear computes it (u·Wᵀ) and as the experts compute it (W·uᵀ, transposed
-/// back), for several rows per expert. Same weights, same arithmetic; p50 of alternating repeats.
+/// computed as torch's Linear computes it (u·Wᵀ) and weights-first (W·uᵀ, transposed back), as the
+/// experts compute it up to <see cref="MoeCluster.Grains.Numerics.ExpertFfn.WeightsFirstMaxRows"/>
+/// rows, for several rows per expert. Same weights, same arithmetic; p50 of alternating repeats.
 /// </summary>
 public static class ExpertProductLayouts
 {
@@ -48,7 +49,7 @@ public static class ExpertProductLayouts
             }
             double p50(List<double> v) { v.Sort(); return v[v.Count / 2]; }
             var (a, b) = (p50(linear), p50(transposed));
-            Console.WriteLine($"  {rows,5} rows per expert   u·Wᵀ (torch's Linear) p50 {a,9:F3} ms   W·uᵀ (the experts') p50 {b,9:F3} ms   {a / b:F2}×");
+            Console.WriteLine($"  {rows,5} rows per expert   u·Wᵀ (torch's Linear) p50 {a,9:F3} ms   W·uᵀ (weights-first) p50 {b,9:F3} ms   {a / b:F2}×");
         }
     });
 

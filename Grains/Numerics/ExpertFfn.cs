@@ -43,12 +43,23 @@ public abstract class ExpertFfn : Module<Tensor, Tensor>
         _ => throw new ArgumentException($"activation {config.Activation} is not supported; expected Gelu or SwiGlu"),
     };
 
+    /// <summary>Rows up to which an expert computes its products as <see cref="WeightsFirst"/>.</summary>
+    public const int WeightsFirstMaxRows = 64;
+
+    /// <summary>
+    /// A few rows, as in a small batch or with many experts: the products are computed weights-first.
+    /// Above that torch's Linear is kept: in a training step of the standard layer (about 1,000
+    /// rows per expert) weights-first was 5–15% slower over 4 alternating runs, though the
+    /// forward alone timed about even.
+    /// </summary>
+    protected static bool FewRows(Tensor u) => u.shape[0] <= WeightsFirstMaxRows;
+
     /// <summary>
     /// W·uᵀ (+ b as a column): a Linear layer's product computed transposed, [out, rows] from the
     /// weights [out, in] and the rows as columns [in, rows]. The same arithmetic as torch's
-    /// Linear (u·Wᵀ), but libtorch's BLAS on this project's CPUs runs it faster: 1.2–1.6× for an
-    /// expert's 16–512 rows with weights that are not in cache, as after another expert ran, and
-    /// no slower at 1,024–1,280 rows (<c>./moe bench --profile-small-batch</c> times both).
+    /// Linear (u·Wᵀ), but libtorch's BLAS on this project's CPUs runs it 1.45–1.5× faster for an
+    /// expert's 4–64 rows with weights that are not in cache, as after another expert ran
+    /// (<c>./moe bench --profile-small-batch</c> times both layouts).
     /// </summary>
     protected static Tensor WeightsFirst(Tensor weight, Tensor columns, Tensor? bias = null) =>
         bias is null ? weight.matmul(columns) : addmm(bias.unsqueeze(1), weight, columns, beta: 1, alpha: 1);
@@ -86,6 +97,12 @@ public sealed class GeluExpertFfn : ExpertFfn
     public override Tensor Forward(Tensor u, Tensor? hiddenMask)
     {
         using var scope = NewDisposeScope();
+        if (!FewRows(u))
+        {
+            var h = functional.gelu(functional.linear(u, w1, b1));
+            if (hiddenMask is not null) h = h.mul(hiddenMask);
+            return functional.linear(h, w2, b2).MoveToOuterDisposeScope();
+        }
         var hT = functional.gelu(WeightsFirst(w1, u.t(), b1));                  // [d_ff, rows]
         if (hiddenMask is not null) hT = hT.mul(hiddenMask.t());
         return WeightsFirst(w2, hT, b2).t().MoveToOuterDisposeScope();          // [rows, d_model], a transposed view
@@ -110,6 +127,12 @@ public sealed class SwiGluExpertFfn : ExpertFfn
     public override Tensor Forward(Tensor u, Tensor? hiddenMask)
     {
         using var scope = NewDisposeScope();
+        if (!FewRows(u))
+        {
+            var h = functional.silu(functional.linear(u, w1)).mul(functional.linear(u, w3));
+            if (hiddenMask is not null) h = h.mul(hiddenMask);
+            return functional.linear(h, w2).MoveToOuterDisposeScope();
+        }
         var uT = u.t();
         var hT = functional.silu(WeightsFirst(w1, uT)).mul(WeightsFirst(w3, uT)); // [d_ff, rows]
         if (hiddenMask is not null) hT = hT.mul(hiddenMask.t());
