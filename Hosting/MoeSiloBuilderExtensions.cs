@@ -25,8 +25,6 @@ public static class MoeSiloBuilderExtensions
         var workers = Math.Max(1, options.ExpertWorkers);
         // Process-wide: every silo in the process shares libtorch's intra-op pool.
         torch.set_num_threads(threads);
-        // Process-wide too: freed tensor memory is reused instead of faulted in afresh (see NativeHeap).
-        NativeHeap.Retain();
         // Orleans' strongly consistent directory: while a silo leaves gracefully, the default one can
         // let a call activate a second router of a layer elsewhere, whose missing state costs a replay.
 #pragma warning disable ORLEANSEXP003 // experimental in Orleans 10

@@ -129,11 +129,11 @@ public static class ClusterBenchmark
         for (int r = 0; r < repeats; r++)
             for (int j = 0; j < setups.Count; j++)
             {
-                var before = NativeHeap.MinorFaults();
+                var before = PageFaults.Minor();
                 var watch = System.Diagnostics.Stopwatch.StartNew();
                 routed[j] = await Work(setups[j])();
                 samples[j].Add(watch.Elapsed.TotalMilliseconds);
-                faults[j].Add(NativeHeap.MinorFaults() - before);
+                faults[j].Add(PageFaults.Minor() - before);
             }
         return setups.Select((s, j) => (s, Median(samples[j]), routed[j], faults[j].Any(f => f < 0) ? null : (long?)Median(faults[j]))).ToList();
     }

@@ -29,7 +29,6 @@ public sealed class ReferenceLayerUnderTest : ILayerUnderTest
 
     public static async Task<ReferenceLayerUnderTest> CreateAsync(LayerSpec spec, ComputeQueue queue)
     {
-        NativeHeap.Retain(); // the allocator policy of a silo's process, so that only the layer differs
         var (layer, optimizer) = await queue.RunAsync(() =>
         {
             var l = new ReferenceMoeLayer(LayerSpecMapping.ToConfig(spec), spec.Seed, "bench");

@@ -24,6 +24,7 @@ public class BenchCommandTests
             var weightsRead = report.RootElement.GetProperty("weights_read_ms").GetDouble();
             Assert.True(weightsRead > 0, $"weights_read_ms is {weightsRead}");
             Assert.Contains("weights read once", stdout);
+            Assert.Contains("minor page faults per call in this process", stdout);
             var rows = report.RootElement.GetProperty("rows").EnumerateArray().ToList();
             foreach (var row in rows)
             {
@@ -36,6 +37,8 @@ public class BenchCommandTests
                 var ratio = row.GetProperty("ratio_to_reference");
                 // (a) is the reference itself; every cluster row has a ratio to it.
                 Assert.Equal(setup == "a", ratio.ValueKind == JsonValueKind.Null);
+                // Page faults of the bench's own process per call, read from /proc on Linux.
+                Assert.True(row.GetProperty("page_faults").GetInt64() >= 0, $"row {row}");
             }
             // 4 configs × 2 modes × 3 setups, less (a) of the BF16-wire config, which has no wire.
             Assert.Equal(22, rows.Count);
