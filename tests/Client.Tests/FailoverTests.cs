@@ -129,25 +129,52 @@ public class FailoverTests(FailoverBaseline baseline, ITestOutputHelper output) 
         var seed = Environment.TickCount;
         var random = new Random(seed);
         var recoveries = new List<string>();
-        var training = Train(layer, 1, LongRun);
-        // Two of the three silos die, one after the other, at random moments of the run; the last
-        // one holds all 8 experts (8 slots per silo).
-        var order = cluster.Silos.OrderBy(_ => random.Next()).Take(2).ToList();
+        // Two of the three silos die, one after the other; the last one holds all 8 experts (8
+        // slots per silo). The kills are placed by progress, not by the clock: a step of this small
+        // layer takes tens of milliseconds, so a kill timed after the first recovery could land
+        // after the last step. Each victim is a silo that holds the router or an expert when its
+        // step starts, and it dies a random 0–40 ms into that step: in a forward, a backward, the
+        // step, or before the step's first call reached it. That last kind costs no recovery: its
+        // experts come back from their checkpoints with nothing lost. So the run recovers 0–2
+        // times, and must end bit-identical either way. The second kill comes at least 3 steps
+        // after the first, whose recovery, if any, has finished by then (the calls of the step
+        // it hit wait for it).
+        var firstStep = random.Next(2, 11);
+        var killSteps = new[] { firstStep, random.Next(firstStep + 3, LongRun - 2) };
+        var killed = new List<SiloProcess>();
+        var kills = new List<Task<TimeSpan>>();
+        Task? training = null;
         var watch = Stopwatch.StartNew();
-        foreach (var victim in order)
+        async Task BeforeStep(int step)
         {
-            var recoveriesBefore = layer.Recoveries;
-            // The first kill early in the run, the second soon after the first recovery, so both land in 30 steps.
-            await Task.WhenAny(training, Task.Delay(recoveriesBefore == 0 ? random.Next(200, 800) : random.Next(50, 300)));
-            if (training.IsCompleted) break;
-            await victim.DisposeAsync();
-            var killedAt = watch.Elapsed;
-            while (layer.Recoveries == recoveriesBefore && !training.IsCompleted) await Task.Delay(20);
-            recoveries.Add($"killed {victim.SiloPort} at {killedAt.TotalSeconds:F1} s, recovered in {layer.LastRecoveryTime?.TotalSeconds:F1} s replaying {layer.LastReplayedMicroBatches}");
+            if (!killSteps.Contains(step)) return;
+            var stats = await layer.GetStatsAsync();
+            bool Holds(SiloProcess s) => stats.Router.Silo.Contains($":{s.SiloPort}:") ||
+                stats.Experts.Any(e => e.Expert.Placement.Silo.Contains($":{s.SiloPort}:"));
+            var candidates = cluster.Silos.Where(s => !killed.Contains(s) && Holds(s)).ToList();
+            var (victim, delay, recoveriesBefore) = (candidates[random.Next(candidates.Count)], random.Next(0, 41), layer.Recoveries);
+            killed.Add(victim);
+            kills.Add(Task.Run(async () =>
+            {
+                await Task.Delay(delay);
+                await victim.DisposeAsync();
+                var killedAt = watch.Elapsed;
+                while (layer.Recoveries == recoveriesBefore && training is not { IsCompleted: true }) await Task.Delay(20);
+                lock (recoveries)
+                    recoveries.Add(layer.Recoveries == recoveriesBefore
+                        ? $"killed {victim.SiloPort} {delay} ms into step {step} at {killedAt.TotalSeconds:F1} s, no recovery needed"
+                        : $"killed {victim.SiloPort} {delay} ms into step {step} at {killedAt.TotalSeconds:F1} s, recovered in {layer.LastRecoveryTime?.TotalSeconds:F1} s replaying {layer.LastReplayedMicroBatches}");
+                return killedAt;
+            }));
         }
+        training = Train(layer, 1, LongRun, beforeStep: BeforeStep);
         await training;
-        output.WriteLine($"seed {seed}: {string.Join("; ", recoveries)}; {layer.Recoveries} recoveries");
-        Assert.True(layer.Recoveries == 2, $"{layer.Recoveries} of the 2 kills landed during the run (seed {seed})");
+        var ended = watch.Elapsed;
+        var killedAt = await Task.WhenAll(kills);
+        output.WriteLine($"seed {seed}: {string.Join("; ", recoveries)}; {layer.Recoveries} recoveries; the run ended at {ended.TotalSeconds:F1} s");
+        Assert.Equal(2, killedAt.Length);
+        Assert.All(killedAt, at => Assert.True(at < ended, $"a kill at {at.TotalSeconds:F1} s came after the run ended at {ended.TotalSeconds:F1} s (seed {seed})"));
+        Assert.InRange(layer.Recoveries, 0, 2);
         AssertBitIdentical(await layer.GetWeightsAsync(), baseline.AfterLongRun);
         Assert.Equal(LongRun, await layer.GetVersionAsync());
     }
