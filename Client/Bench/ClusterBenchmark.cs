@@ -133,7 +133,8 @@ public static class ClusterBenchmark
                 var watch = System.Diagnostics.Stopwatch.StartNew();
                 routed[j] = await Work(setups[j])();
                 samples[j].Add(watch.Elapsed.TotalMilliseconds);
-                faults[j].Add(PageFaults.Minor() - before);
+                var after = PageFaults.Minor();
+                faults[j].Add(before < 0 || after < 0 ? -1 : after - before); // −1: /proc could not be read
             }
         return setups.Select((s, j) => (s, Median(samples[j]), routed[j], faults[j].Any(f => f < 0) ? null : (long?)Median(faults[j]))).ToList();
     }
