@@ -50,14 +50,14 @@ public abstract class ExpertFfn : Module<Tensor, Tensor>
     /// A few rows, as in a small batch or with many experts: the products are computed weights-first.
     /// Above that torch's Linear is kept: in a training step of the standard layer (about 1,000
     /// rows per expert) weights-first was 5–15% slower over 4 alternating runs, though the
-    /// forward alone timed about even.
+    /// profile's forward alone timed about even at 1,024 rows.
     /// </summary>
     protected static bool FewRows(Tensor u) => u.shape[0] <= WeightsFirstMaxRows;
 
     /// <summary>
     /// W·uᵀ (+ b as a column): a Linear layer's product computed transposed, [out, rows] from the
     /// weights [out, in] and the rows as columns [in, rows]. The same arithmetic as torch's
-    /// Linear (u·Wᵀ), but libtorch's BLAS on this project's CPUs runs it 1.45–1.5× faster for an
+    /// Linear (u·Wᵀ), but libtorch's BLAS on this project's CPUs runs it 1.3–1.5× faster for an
     /// expert's 4–64 rows with weights that are not in cache, as after another expert ran
     /// (<c>./moe bench --profile-small-batch</c> times both layouts).
     /// </summary>
