@@ -11,19 +11,10 @@ namespace MoeCluster.Cli.Tests;
 /// <summary>The status page listens on loopback only by default, and with <c>--status-token</c> lets in only requests that carry the token.</summary>
 public class StatusTokenTests
 {
-    private static int[] FreePorts(int count)
-    {
-        var listeners = Enumerable.Range(0, count).Select(_ => new TcpListener(IPAddress.Loopback, 0)).ToList();
-        foreach (var l in listeners) l.Start();
-        var ports = listeners.Select(l => ((IPEndPoint)l.LocalEndpoint).Port).ToArray();
-        foreach (var l in listeners) l.Stop();
-        return ports;
-    }
-
     [Fact]
     public async Task An_empty_token_is_refused_before_the_silo_starts()
     {
-        var ports = FreePorts(3);
+        var ports = MoeCluster.Client.Tests.SiloProcess.FreePorts(3);
         var (exit, _, stderr) = await MoeProcess.RunAsync(MoeProcess.SiloDll,
             $"--port {ports[0]} --primary-port {ports[0]} --gateway-port {ports[1]} --status-port {ports[2]} --devices cpu --status-token \"\"",
             TimeSpan.FromMinutes(1));
@@ -34,7 +25,7 @@ public class StatusTokenTests
     [Fact]
     public async Task Without_the_token_401_with_it_200_and_only_on_loopback()
     {
-        var ports = FreePorts(3);
+        var ports = MoeCluster.Client.Tests.SiloProcess.FreePorts(3);
         var store = Directory.CreateTempSubdirectory("moe-status-token-").FullName;
         const string token = "s3cret-token";
         var start = new ProcessStartInfo("dotnet",
