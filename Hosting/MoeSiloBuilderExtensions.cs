@@ -46,6 +46,7 @@ public static class MoeSiloBuilderExtensions
             services.AddSingleton(_ => new ComputeQueues(threads, workers));
             services.AddSingleton(store);
             services.AddSingleton<LocalExperts>();
+            services.AddSingleton<ManagedMemoryTrim>();
             services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, GracefulHandoff>();
         });
         return builder;

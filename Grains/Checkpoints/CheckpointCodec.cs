@@ -10,7 +10,8 @@ public static class CheckpointCodec
     public static string ExpertKey(string layer, int index) => $"layers/{layer}/experts/{index}";
     public static string HandoffKey(string layer, int index) => $"layers/{layer}/handoffs/{index}";
 
-    public static byte[] Encode(CheckpointRecord record) => MessagePackSerializer.Serialize(record);
+    /// <summary>The record's MessagePack bytes, in one array of exactly their length (see <see cref="ExactSizeBuffers"/>).</summary>
+    public static byte[] Encode(CheckpointRecord record) => ExactSizeBuffers.Write(w => MessagePackSerializer.Serialize(w, record));
 
     public static string EncodeSpec(LayerSpec spec) => JsonSerializer.Serialize(spec);
 

@@ -68,13 +68,12 @@ public static class ModelState
         }
     }
 
-    public static byte[] CaptureOptimizer(optim.Optimizer optimizer)
+    /// <summary>The optimizer's state as TorchSharp streams it, in one array of exactly its length (no growing stream to trim).</summary>
+    public static byte[] CaptureOptimizer(optim.Optimizer optimizer) => ExactSizeBuffers.WriteStream(stream =>
     {
-        using var stream = new MemoryStream();
-        using (var writer = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true))
-            Stateful(optimizer).save_state_dict(writer);
-        return stream.ToArray();
-    }
+        using var writer = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true);
+        Stateful(optimizer).save_state_dict(writer);
+    });
 
     public static void RestoreOptimizer(optim.Optimizer optimizer, byte[] state, string owner)
     {

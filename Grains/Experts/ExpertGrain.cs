@@ -26,6 +26,7 @@ public sealed class ExpertGrain(
     IClusterSlotView slots,
     ICheckpointStore store,
     LocalExperts localExperts,
+    ManagedMemoryTrim memoryTrim,
     ILogger<ExpertGrain> logger) : Grain, IMoeExpertGrain, IGrainMigrationParticipant
 {
     private const string MigrationStateKey = "moe-expert-state";
@@ -127,7 +128,9 @@ public sealed class ExpertGrain(
         }
         version = atVersion;
         incarnation = Guid.NewGuid().ToString("N");
-        await WriteCheckpoint(); // so that a lost expert comes back without its router
+        var written = await WriteCheckpoint(); // so that a lost expert comes back without its router
+        // The captured state and its encoding, both garbage now; a new layer's experts write at once.
+        await memoryTrim.AfterBurstAsync(2 * written, $"the first checkpoint of expert {Name}");
         return Placement;
     }
 
@@ -246,20 +249,24 @@ public sealed class ExpertGrain(
         });
     }
 
-    private async Task WriteCheckpoint()
+    /// <returns>The bytes of the record written.</returns>
+    private async Task<long> WriteCheckpoint()
     {
         await CheckpointWriteSettled();
-        await Write(await Capture(stepState: false));
+        return await Write(await Capture(stepState: false));
     }
 
     /// <summary>Encodes and stores a captured record; the durable version advances once it is stored.</summary>
-    private async Task Write(CheckpointRecord record)
+    /// <returns>The bytes of the record written.</returns>
+    private async Task<long> Write(CheckpointRecord record)
     {
         var at = record.Version;
+        long written;
         try
         {
             var bytes = await Task.Run(() => CheckpointCodec.Encode(record)); // megabytes: off the grain scheduler
             await store.WriteAsync(CheckpointKey, at, bytes);
+            written = bytes.Length;
         }
         catch (Exception failure) when (failure is not ArgumentException)
         {
@@ -267,6 +274,7 @@ public sealed class ExpertGrain(
             throw new CheckpointWriteException($"checkpoint {CheckpointKey} version {at} of expert {Name} could not be written: {failure.Message}");
         }
         if (version == at) durableVersion = at;
+        return written;
     }
 
     /// <summary>Waits for the write in flight, if any; its failure is FlushCheckpoint's to report.</summary>
