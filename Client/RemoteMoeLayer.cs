@@ -452,7 +452,12 @@ public sealed class RemoteMoeLayer
     /// outputs; training uses the expert alone; each step refreshes the replicas before it returns.
     /// Returns every replica of the expert (<see cref="LayerStats.Replicas"/> shows their load).
     /// </summary>
-    public Task<ExpertReplica[]> ReplicateExpertAsync(int id, int count = 1) => Retry(() => router.ReplicateExpert(id, count));
+    public Task<ExpertReplica[]> ReplicateExpertAsync(int id, int count = 1)
+    {
+        // One id for every try of this call: a retry after a lost answer adds no more replicas.
+        var requestId = Guid.NewGuid();
+        return Retry(() => router.ReplicateExpert(id, count, requestId));
+    }
 
     /// <summary>Removes every replica of expert <paramref name="id"/>; returns how many there were.</summary>
     public Task<int> RemoveReplicasAsync(int id) => Retry(() => router.RemoveReplicas(id));

@@ -109,9 +109,11 @@ public interface IMoeRouterGrain : IGrainWithStringKey
     /// device slots (other silos first), at a step boundary. Inference forwards split the expert's
     /// rows between it and its replicas (outputs do not change); training uses the expert alone;
     /// every step loads the replicas with the new weights before it returns, and a replica serves
-    /// only the version it holds. Returns every replica of the expert.
+    /// only the version it holds. Returns every replica of the expert. A call repeated with the
+    /// same <paramref name="requestId"/> (a retry whose first answer was lost) adds none: it
+    /// returns the replicas as they are.
     /// </summary>
-    Task<ExpertReplica[]> ReplicateExpert(int id, int count);
+    Task<ExpertReplica[]> ReplicateExpert(int id, int count, Guid requestId);
 
     /// <summary>Removes every replica of expert <paramref name="id"/>; returns how many there were.</summary>
     Task<int> RemoveReplicas(int id);

@@ -25,13 +25,23 @@ public sealed partial class RouterGrain
     private readonly Dictionary<int, List<Replica>> replicas = new();
     private int nextReplica;
 
-    public async Task<ExpertReplica[]> ReplicateExpert(int id, int count)
+    // Requests already carried out, newest last: a retry of one adds nothing. Kept in memory
+    // only, as the replicas are: a router that comes back has neither.
+    private readonly List<Guid> replicateRequests = [];
+    private const int RememberedReplicateRequests = 64;
+
+    public async Task<ExpertReplica[]> ReplicateExpert(int id, int count, Guid requestId)
     {
         var (s, _, _) = Ready();
         if (count is < 1 or > 64)
             throw new ArgumentException($"{count} replicas asked for expert {id}; expected 1 to 64");
         await EnsureReconciled();
         using var writing = await weights.WriteAsync();
+        if (replicateRequests.Contains(requestId))
+        {
+            logger.LogInformation("Layer {Layer}: replication request {Request} for expert {Expert} was already carried out; adding none", Layer, requestId, id);
+            return await Task.WhenAll((replicas.TryGetValue(id, out var done) ? done : []).Select(r => r.Grain.GetStats()));
+        }
         RefuseMidStep($"replicating expert {id}", "replicate it");
         var column = Array.IndexOf(expertIds, id);
         if (column < 0)
@@ -60,6 +70,8 @@ public sealed partial class RouterGrain
             busy.Add(placed.Silo);
             if (free.ContainsKey(placed.Silo)) free[placed.Silo]--;
         }
+        replicateRequests.Add(requestId);
+        if (replicateRequests.Count > RememberedReplicateRequests) replicateRequests.RemoveAt(0);
         logger.LogInformation("Layer {Layer}: expert {Expert} has {Count} read-only replica(s) at version {Version} on {Silos}",
             Layer, id, list.Count, at, string.Join(", ", busy.Skip(1)));
         return await Task.WhenAll(list.Select(r => r.Grain.GetStats()));

@@ -90,4 +90,25 @@ public class ExpertReplicaTests(SharedClusterFixture fixture, ITestOutputHelper 
         Assert.StartsWith("expert 9 cannot be replicated: layer \"replicas-refused\" has experts", unknown.Message);
         await layer.DeleteAsync();
     }
+
+    [Fact]
+    public async Task A_repeated_replication_request_adds_no_more_replicas()
+    {
+        var layer = await fixture.Client.CreateLayerAsync("replicas-repeated", Spec);
+        using var generator = new Generator(93);
+        await TrainStepAsync(layer, generator);
+        // The SDK sends one request id with every try of a call; a retry after a lost answer
+        // reaches the router as the same call again.
+        var router = fixture.Client.Orleans.GetGrain<IMoeRouterGrain>("replicas-repeated");
+        var request = Guid.NewGuid();
+        var first = await router.ReplicateExpert(1, 2, request);
+        var repeated = await router.ReplicateExpert(1, 2, request);
+        Assert.Equal(2, first.Length);
+        Assert.Equal(first.Select(r => r.Replica).Order(), repeated.Select(r => r.Replica).Order());
+        Assert.Equal(2, (await layer.GetStatsAsync()).Replicas.Length);
+        // A new request adds its replicas.
+        Assert.Equal(3, (await router.ReplicateExpert(1, 1, Guid.NewGuid())).Length);
+        Assert.Equal(3, await layer.RemoveReplicasAsync(1));
+        await layer.DeleteAsync();
+    }
 }
