@@ -23,9 +23,10 @@ public sealed class CheckpointRecord
     /// <summary>
     /// 2: routers also record their <see cref="TrainingControls"/> (key 11). 3: routers also record
     /// their experts' ids, the next free id and the number of expert-set changes (keys 12–14).
-    /// Older records read as before: no controls, experts 0..E−1, no changes.
+    /// 4: routers also record how many read-only replicas each expert has (key 15).
+    /// Older records read as before: no controls, experts 0..E−1, no changes, no replicas.
     /// </summary>
-    public const int CurrentSchema = 3;
+    public const int CurrentSchema = 4;
     public const string RouterKind = "router";
     public const string ExpertKind = "expert";
     /// <summary>An expert leaving a silo that shuts down: its whole state, mid-step included.</summary>
@@ -56,4 +57,9 @@ public sealed class CheckpointRecord
     [Key(13)] public int NextExpertId { get; set; }
     /// <summary>Router only: how many expert-set changes (adds, removals) the layer has had.</summary>
     [Key(14)] public long ExpertChanges { get; set; }
+    /// <summary>
+    /// Router only: expert id → how many read-only replicas it had. A router that comes back from
+    /// this record makes them again at its next step; empty (schema ≤ 3, or none) means none.
+    /// </summary>
+    [Key(15)] public Dictionary<int, int> ReplicaCounts { get; set; } = new();
 }

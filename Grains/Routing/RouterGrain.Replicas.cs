@@ -11,8 +11,10 @@ namespace MoeCluster.Grains.Routing;
 /// the expert alone. The rule that keeps replicas fresh: a replica holds one version and is used
 /// only by forwards at that version (it refuses any other); the step that makes a new version
 /// loads every replica with the new weights before it returns. After a recovery or an import the
-/// replicas sit unused until the next step loads them. Replicas are not checkpointed: a router that
-/// comes back from its checkpoint has none (the old copies free their slots when idle).
+/// replicas sit unused until the next step loads them. The router's checkpoint records how many
+/// replicas each expert has: a router that comes back from it makes them again at its next step
+/// (copies of the old activation that still live are loaded again under the same keys; the others
+/// free their slots when idle).
 /// </summary>
 public sealed partial class RouterGrain
 {
@@ -30,6 +32,15 @@ public sealed partial class RouterGrain
     private readonly List<Guid> replicateRequests = [];
     private const int RememberedReplicateRequests = 64;
 
+    // The replica counts of the checkpoint last loaded, and those a router that came back from it
+    // still has to make (at its next step, when the experts hold the weights the replicas copy).
+    private Dictionary<int, int> loadedReplicaCounts = new();
+    private Dictionary<int, int> replicasToRestore = new();
+
+    /// <summary>Expert id → replicas, as the checkpoint records them.</summary>
+    private Dictionary<int, int> ReplicaCounts() =>
+        replicas.Where(kv => kv.Value.Count > 0).ToDictionary(kv => kv.Key, kv => kv.Value.Count);
+
     public async Task<ExpertReplica[]> ReplicateExpert(int id, int count, Guid requestId)
     {
         var (s, _, _) = Ready();
@@ -46,6 +57,21 @@ public sealed partial class RouterGrain
         var column = Array.IndexOf(expertIds, id);
         if (column < 0)
             throw new ArgumentException($"expert {id} cannot be replicated: layer \"{Layer}\" has experts {Training.ExpertSetPlan.Describe(expertIds)}");
+        var (list, silos) = await AddReplicas(s, id, column, count);
+        replicateRequests.Add(requestId);
+        if (replicateRequests.Count > RememberedReplicateRequests) replicateRequests.RemoveAt(0);
+        logger.LogInformation("Layer {Layer}: expert {Expert} has {Count} read-only replica(s) at version {Version} on {Silos}",
+            Layer, id, list.Count, version, string.Join(", ", silos));
+        return await Task.WhenAll(list.Select(r => r.Grain.GetStats()));
+    }
+
+    /// <summary>
+    /// Loads <paramref name="count"/> more replicas of the expert in gate column
+    /// <paramref name="column"/> with its state at the current version (write side held).
+    /// </summary>
+    /// <returns>All the expert's replicas, and the silos of the new ones.</returns>
+    private async Task<(List<Replica> All, List<string> NewSilos)> AddReplicas(LayerSpec s, int id, int column, int count)
+    {
         var live = slots.LiveSilos();
         await GrainFactory.GetGrain<IDeviceSlotRegistryGrain>(0).EnsureFree(count, $"{count} replica(s) of expert {Layer}/{id}", live);
         var usage = await GrainFactory.GetGrain<IDeviceSlotRegistryGrain>(0).GetUsage(live);
@@ -56,6 +82,7 @@ public sealed partial class RouterGrain
         busy.AddRange((await Task.WhenAll(list.Select(r => r.Grain.GetStats()))).Select(r => r.Placement.Silo));
         var state = await experts[column].ExportState(version);
         var at = version;
+        var added = new List<string>();
         for (int i = 0; i < count; i++)
         {
             var target = free.Where(f => f.Value > 0).OrderBy(f => busy.Count(b => b == f.Key)).ThenByDescending(f => f.Value)
@@ -68,13 +95,39 @@ public sealed partial class RouterGrain
             finally { RequestContext.Remove(IPlacementDirector.PlacementHintKey); }
             list.Add(new Replica(grain, at));
             busy.Add(placed.Silo);
+            added.Add(placed.Silo);
             if (free.ContainsKey(placed.Silo)) free[placed.Silo]--;
         }
-        replicateRequests.Add(requestId);
-        if (replicateRequests.Count > RememberedReplicateRequests) replicateRequests.RemoveAt(0);
-        logger.LogInformation("Layer {Layer}: expert {Expert} has {Count} read-only replica(s) at version {Version} on {Silos}",
-            Layer, id, list.Count, at, string.Join(", ", busy.Skip(1)));
-        return await Task.WhenAll(list.Select(r => r.Grain.GetStats()));
+        return (list, added);
+    }
+
+    /// <summary>
+    /// At the end of the first step of a router that came back from its checkpoint (write side
+    /// held): makes the replicas the checkpoint records. One that cannot be made (no free slot,
+    /// the expert removed) is logged and left out; the step stands either way.
+    /// </summary>
+    private async Task RestoreReplicas()
+    {
+        if (replicasToRestore.Count == 0) return;
+        var (s, _, _) = Ready();
+        var wanted = replicasToRestore;
+        replicasToRestore = new();
+        foreach (var (id, count) in wanted.OrderBy(w => w.Key))
+        {
+            var column = Array.IndexOf(expertIds, id);
+            var missing = count - (replicas.TryGetValue(id, out var have) ? have.Count : 0);
+            if (column < 0 || missing <= 0) continue;
+            try
+            {
+                var (all, silos) = await AddReplicas(s, id, column, missing);
+                logger.LogInformation("Layer {Layer}: expert {Expert}'s {Count} read-only replica(s) made again at version {Version} on {Silos}, as the checkpoint records",
+                    Layer, id, all.Count, version, string.Join(", ", silos));
+            }
+            catch (Exception e)
+            {
+                logger.LogWarning("Layer {Layer}: the {Count} replica(s) of expert {Expert} the checkpoint records were not made again: {Error}", Layer, missing, id, e.Message);
+            }
+        }
     }
 
     public async Task<int> RemoveReplicas(int id)
@@ -90,6 +143,7 @@ public sealed partial class RouterGrain
     /// <summary>At the end of a step (write side held): loads every replica with its expert's new weights.</summary>
     private async Task RefreshReplicas()
     {
+        await RestoreReplicas(); // made at this step's version: nothing more to load
         if (replicas.Count == 0) return;
         var (s, _, _) = Ready();
         var at = version;

@@ -138,6 +138,7 @@ public sealed partial class RouterGrain(
         durableVersion = version;
         reconciled = false;
         knownSilos = SilosWithSlots();
+        replicasToRestore = new(loadedReplicaCounts); // made again at the next step
         logger.LogInformation("Router of layer {Layer} activated on silo {Silo}; restored version {Version} from its checkpoint",
             Layer, slots.Local.Silo, version);
     }
@@ -207,6 +208,7 @@ public sealed partial class RouterGrain(
         nextExpertId = Math.Max(record.NextExpertId, ids.Length == 0 ? 0 : ids.Max() + 1);
         expertChanges = record.ExpertChanges;
         controls = CheckpointCodec.DecodeControls(record);
+        loadedReplicaCounts = record.ReplicaCounts;
         var r = router!; var o = optimizer!; var owner = $"the router of layer \"{Layer}\"";
         await queue.RunAsync(() =>
         {
@@ -226,8 +228,10 @@ public sealed partial class RouterGrain(
         var at = version;
         var c = controls;
         var (ids, next, changes) = (expertIds, nextExpertId, expertChanges);
+        var replicaCounts = ReplicaCounts();
         return queue.RunAsync(() => new CheckpointRecord
         {
+            ReplicaCounts = replicaCounts,
             ExpertIds = ids,
             NextExpertId = next,
             ExpertChanges = changes,

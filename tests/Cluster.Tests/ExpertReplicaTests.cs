@@ -1,3 +1,4 @@
+using Orleans.Core.Internal;
 using MoeCluster.Client;
 using TorchSharp;
 using Xunit;
@@ -109,6 +110,38 @@ public class ExpertReplicaTests(SharedClusterFixture fixture, ITestOutputHelper 
         // A new request adds its replicas.
         Assert.Equal(3, (await router.ReplicateExpert(1, 1, Guid.NewGuid())).Length);
         Assert.Equal(3, await layer.RemoveReplicasAsync(1));
+        await layer.DeleteAsync();
+    }
+
+    [Fact]
+    public async Task A_router_that_comes_back_from_its_checkpoint_makes_its_replicas_again_at_its_next_step()
+    {
+        const string name = "replicas-restored";
+        var layer = await fixture.Client.CreateLayerAsync(name, Spec);
+        using var generator = new Generator(94);
+        await TrainStepAsync(layer, generator);
+        Assert.Equal(2, (await layer.ReplicateExpertAsync(2, 2)).Length);
+        await TrainStepAsync(layer, generator); // its checkpoint records the two replicas
+        await layer.FlushAsync();
+
+        var router = fixture.Client.Orleans.GetGrain<IMoeRouterGrain>(name);
+        await router.Cast<IGrainManagementExtension>().DeactivateOnIdle();
+        var back = await router.GetStats(); // a new activation, from the checkpoint of version 2
+        Assert.Equal(2, back.Version);
+        Assert.Empty(back.Replicas); // none are used before a step has loaded them
+
+        await TrainStepAsync(layer, generator);
+        var stepped = await layer.GetStatsAsync();
+        Assert.Equal(2, stepped.Replicas.Count(r => r.Expert == 2));
+        Assert.All(stepped.Replicas, r => Assert.Equal(3, r.Version));
+        // They serve inference again, and the layer's output is the one without them.
+        using var x = randn(300, Spec.DModel, generator: generator);
+        using var withReplicas = await InferAsync(layer, x);
+        var served = (await layer.GetStatsAsync()).Replicas.Sum(r => r.TokensProcessed);
+        Assert.True(served > 0, "no replica served the inference forward");
+        Assert.Equal(2, await layer.RemoveReplicasAsync(2));
+        using var without = await InferAsync(layer, x);
+        AssertBitIdentical(without, withReplicas, "version 3");
         await layer.DeleteAsync();
     }
 }

@@ -37,6 +37,7 @@ public class TrainingControlsCheckpointTests
         Assert.Empty(controls.FrozenExperts);
         Assert.Null(controls.RouterLearningRate);
         Assert.Empty(controls.ExpertLearningRateMultipliers);
+        Assert.Empty(record.ReplicaCounts); // schema 4's key: an older record has no replicas
     }
 
     [Fact]
