@@ -23,7 +23,7 @@ public sealed class ManagedMemoryTrim(ILogger<ManagedMemoryTrim> logger)
     private long requested;
     private long covered;
 
-    /// <summary>Trims times run, for tests and the log.</summary>
+    /// <summary>Collections run so far (for tests).</summary>
     public int Trims { get; private set; }
 
     /// <summary>

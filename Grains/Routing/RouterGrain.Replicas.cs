@@ -28,7 +28,8 @@ public sealed partial class RouterGrain
     private int nextReplica;
 
     // Requests already carried out, newest last: a retry of one adds nothing. Kept in memory
-    // only, as the replicas are: a router that comes back has neither.
+    // only: a router that comes back has forgotten them, and makes the replica counts of its
+    // checkpoint again instead.
     private readonly List<Guid> replicateRequests = [];
     private const int RememberedReplicateRequests = 64;
 
