@@ -33,9 +33,8 @@ public sealed partial class RouterGrain
     private readonly List<Guid> replicateRequests = [];
     private const int RememberedReplicateRequests = 64;
 
-    // The replica counts of the checkpoint last loaded, and those a router that came back from it
-    // still has to make (at its next step, when the experts hold the weights the replicas copy).
-    private Dictionary<int, int> loadedReplicaCounts = new();
+    // The replica counts of the checkpoint a new activation came back from, still to be made
+    // (at its next step, when the experts hold the weights the replicas copy).
     private Dictionary<int, int> replicasToRestore = new();
 
     /// <summary>Expert id → replicas, as the checkpoint records them.</summary>

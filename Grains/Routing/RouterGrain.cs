@@ -127,7 +127,8 @@ public sealed partial class RouterGrain(
         {
             try
             {
-                await LoadCheckpoint(versions[i]);
+                // Its replicas are made again at the next step, once the experts hold that step's weights.
+                replicasToRestore = await LoadCheckpoint(versions[i]);
                 break;
             }
             catch (CheckpointCorruptException e) when (i > 0)
@@ -138,7 +139,6 @@ public sealed partial class RouterGrain(
         durableVersion = version;
         reconciled = false;
         knownSilos = SilosWithSlots();
-        replicasToRestore = new(loadedReplicaCounts); // made again at the next step
         logger.LogInformation("Router of layer {Layer} activated on silo {Silo}; restored version {Version} from its checkpoint",
             Layer, slots.Local.Silo, version);
     }
@@ -196,7 +196,8 @@ public sealed partial class RouterGrain(
         experts = ids.Select(id => GrainFactory.GetGrain<IMoeExpertGrain>(id, Layer)).ToArray();
     }
 
-    private async Task LoadCheckpoint(long target)
+    /// <returns>The replica count of each expert the checkpoint records.</returns>
+    private async Task<Dictionary<int, int>> LoadCheckpoint(long target)
     {
         var bytes = await store.ReadAsync(CheckpointKey, target)
             ?? throw new InvalidOperationException($"layer \"{Layer}\" has no router checkpoint of version {target}; the store keeps only the two newest");
@@ -208,7 +209,6 @@ public sealed partial class RouterGrain(
         nextExpertId = Math.Max(record.NextExpertId, ids.Length == 0 ? 0 : ids.Max() + 1);
         expertChanges = record.ExpertChanges;
         controls = CheckpointCodec.DecodeControls(record);
-        loadedReplicaCounts = record.ReplicaCounts;
         var r = router!; var o = optimizer!; var owner = $"the router of layer \"{Layer}\"";
         await queue.RunAsync(() =>
         {
@@ -217,6 +217,7 @@ public sealed partial class RouterGrain(
             ModelState.ZeroGradients([r.GateWeight]);
         });
         version = record.Version;
+        return record.ReplicaCounts;
     }
 
     private async Task WriteCheckpoint() => await Write(await Capture());
