@@ -19,6 +19,9 @@ public static class BenchOutput
         if (faulted.Count > 0)
             AnsiConsole.WriteLine("minor page faults per call in this process, median: " +
                 string.Join(", ", faulted.Select(r => $"{r.Config} {r.Mode} {r.PageFaults:N0}")));
+        var jitMs = report.Rows.Sum(r => r.JitMs ?? 0);
+        AnsiConsole.WriteLine($"JIT compilation in this process during the timed calls: {jitMs:F0} ms in all; " +
+            $"{SteadyStateJit.Describe()}, so the warm-up calls compile what the rows run");
         AnsiConsole.WriteLine("peak resident memory: " + string.Join(", ", report.PeakMemoryMiB.Select(p => $"{p.Key} {p.Value:F0} MiB")));
     }
 

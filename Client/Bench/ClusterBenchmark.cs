@@ -75,12 +75,12 @@ public static class ClusterBenchmark
                     foreach (var reference in measured.Where(m => m.Setup.Id == "a"))
                         referenceMs[key] = reference.MedianMs;
                     referenceMs.TryGetValue(key, out var floor);
-                    foreach (var (setup, ms, routed, faults) in measured)
+                    foreach (var (setup, ms, routed, faults, jit) in measured)
                     {
                         var flops = mode == Forward ? config.ForwardFlops(routed) : config.TrainFlops(routed);
                         var seconds = ms / 1000;
                         rows.Add(new BenchRow(config.Label, setup.Id, $"{setup.Name} · {mode}", ms, config.Tokens / seconds,
-                            setup.Id != "a" && floor > 0 ? ms / floor : null, flops / seconds, faults));
+                            setup.Id != "a" && floor > 0 ? ms / floor : null, flops / seconds, faults, jit));
                     }
                 }
             }
@@ -115,7 +115,7 @@ public static class ClusterBenchmark
     /// Times the setups in turn (a, b, c, a, b, c, …) rather than one after another, so that a
     /// change in the machine's load while they run falls on all of them alike. Medians per setup.
     /// </summary>
-    private static async Task<List<(Setup Setup, double MedianMs, long Routed, long? PageFaults)>> MeasureInTurn(
+    private static async Task<List<(Setup Setup, double MedianMs, long Routed, long? PageFaults, double JitMs)>> MeasureInTurn(
         BenchConfig config, string mode, List<Setup> setups, Tensor x, Tensor dy)
     {
         Func<Task<long>> Work(Setup s) => mode == Forward ? () => s.Layer.ForwardAsync(x) : () => s.Layer.TrainStepAsync(x, dy);
@@ -126,17 +126,20 @@ public static class ClusterBenchmark
             for (int j = 0; j < setups.Count; j++) routed[j] = await Work(setups[j])();
         var samples = setups.Select(_ => new List<double>()).ToArray();
         var faults = setups.Select(_ => new List<double>()).ToArray();
+        var jit = new double[setups.Count];
         for (int r = 0; r < repeats; r++)
             for (int j = 0; j < setups.Count; j++)
             {
                 var before = PageFaults.Minor();
+                var compiled = SteadyStateJit.CompilationMs();
                 var watch = System.Diagnostics.Stopwatch.StartNew();
                 routed[j] = await Work(setups[j])();
                 samples[j].Add(watch.Elapsed.TotalMilliseconds);
+                jit[j] += SteadyStateJit.CompilationMs() - compiled;
                 var after = PageFaults.Minor();
                 faults[j].Add(before < 0 || after < 0 ? -1 : after - before); // −1: /proc could not be read
             }
-        return setups.Select((s, j) => (s, Median(samples[j]), routed[j], faults[j].Any(f => f < 0) ? null : (long?)Median(faults[j]))).ToList();
+        return setups.Select((s, j) => (s, Median(samples[j]), routed[j], faults[j].Any(f => f < 0) ? null : (long?)Median(faults[j]), jit[j])).ToList();
     }
 
     private static int Repeats(BenchConfig config, string mode) => mode == Forward ? config.ForwardRepeats : config.TrainRepeats;

@@ -75,7 +75,7 @@ root.SetAction(async (parse, cancel) =>
         weightsRead = await WeightReadFloor.MeasureMsAsync(WeightReadFloor.ExpertWeightBytes(small.Spec), isQuick ? 5 : 15);
     }
     var report = new BenchReport(gemm, rows, memory,
-        $"{Environment.ProcessorCount} cores, {Environment.OSVersion}, .NET {Environment.Version}, libtorch threads {TorchSharp.torch.get_num_threads()}",
+        $"{Environment.ProcessorCount} cores, {Environment.OSVersion}, .NET {Environment.Version}, libtorch threads {TorchSharp.torch.get_num_threads()}, {SteadyStateJit.Describe()}",
         weightsRead);
     BenchOutput.WriteTable(report, configs);
     BenchTargets.Write(report);

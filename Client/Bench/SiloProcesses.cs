@@ -52,7 +52,7 @@ public sealed class SiloProcesses : IAsyncDisposable
                 var up = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
                 var process = new Process
                 {
-                    StartInfo = new ProcessStartInfo("dotnet",
+                    StartInfo = SteadyStateJit.WithoutTiering(new ProcessStartInfo("dotnet",
                         $"\"{dll}\" --port {ports[2 * i]} --gateway-port {ports[2 * i + 1]} --primary-port {ports[0]} " +
                         $"--cluster-id {clusterId} --devices cpu --experts-per-device {expertsPerDevice} --threads {torchThreads} " +
                         $"--store \"{store.FullName}\" --name bench-silo-{i}")
@@ -60,7 +60,7 @@ public sealed class SiloProcesses : IAsyncDisposable
                         RedirectStandardOutput = true,
                         RedirectStandardError = true,
                         UseShellExecute = false,
-                    },
+                    }),
                 };
                 DataReceivedEventHandler record = (_, e) =>
                 {

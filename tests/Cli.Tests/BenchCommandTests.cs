@@ -25,6 +25,9 @@ public class BenchCommandTests
             Assert.True(weightsRead > 0, $"weights_read_ms is {weightsRead}");
             Assert.Contains("weights read once", stdout);
             Assert.Contains("minor page faults per call in this process", stdout);
+            // Rows time the steady state: the bench runs without tiered compilation (SteadyStateJit).
+            Assert.Contains("tiered compilation off", report.RootElement.GetProperty("machine").GetString());
+            Assert.Contains("JIT compilation in this process during the timed calls", stdout);
             var rows = report.RootElement.GetProperty("rows").EnumerateArray().ToList();
             foreach (var row in rows)
             {
@@ -39,6 +42,7 @@ public class BenchCommandTests
                 Assert.Equal(setup == "a", ratio.ValueKind == JsonValueKind.Null);
                 // Page faults of the bench's own process per call, read from /proc on Linux.
                 Assert.True(row.GetProperty("page_faults").GetInt64() >= 0, $"row {row}");
+                Assert.True(row.GetProperty("jit_ms").GetDouble() >= 0, $"row {row}");
             }
             // 4 configs × 2 modes × 3 setups, less (a) of the BF16-wire config, which has no wire.
             Assert.Equal(22, rows.Count);
