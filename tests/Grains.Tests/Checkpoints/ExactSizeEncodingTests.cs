@@ -51,6 +51,33 @@ public class ExactSizeEncodingTests
     }
 
     [Fact]
+    public void Encoding_a_record_again_allocates_about_its_own_length_since_counting_writes_into_a_shared_sink()
+    {
+        // 4 MiB of weights and 12 MiB of optimizer state: MessagePack asks the counting pass for
+        // spans of those lengths. The first encode may grow the shared sink; later ones find it.
+        var record = Record(4 << 20, 12 << 20);
+        var first = CheckpointCodec.Encode(record);
+        Assert.True(ExactSizeBuffers.CountingSink.Length >= 12 << 20, $"shared sink is {ExactSizeBuffers.CountingSink.Length} bytes");
+
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        var again = CheckpointCodec.Encode(record);
+        var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+
+        Assert.True(first.AsSpan().SequenceEqual(again));
+        // The result's own array plus bookkeeping; a scratch buffer per count would add 12 MiB.
+        Assert.True(allocated < again.Length + (1 << 20), $"encoding {again.Length} bytes allocated {allocated}");
+    }
+
+    [Fact]
+    public void A_count_larger_than_the_shared_sink_may_grow_gets_a_buffer_of_its_own()
+    {
+        var size = ExactSizeBuffers.CountingSink.SharedSinkMaxBytes + 1;
+        var memory = ExactSizeBuffers.CountingSink.Get(size);
+        Assert.True(memory.Length >= size);
+        Assert.True(ExactSizeBuffers.CountingSink.Length <= ExactSizeBuffers.CountingSink.SharedSinkMaxBytes);
+    }
+
+    [Fact]
     public void An_optimizer_state_captured_exactly_is_the_stream_TorchSharp_writes_and_restores()
     {
         using var scope = NewDisposeScope();
