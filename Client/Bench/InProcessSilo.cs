@@ -26,7 +26,7 @@ public sealed class InProcessSilo : IAsyncDisposable
         int expertWorkers = 0, string name = "inproc")
     {
         var store = Directory.CreateTempSubdirectory("moe-bench-store-");
-        var ports = FreePorts.Take(2);
+        var ports = LoopbackPorts.Free(2);
         var host = MoeSiloHost.Build(new MoeSiloOptions
         {
             SiloPort = ports[0], PrimarySiloPort = ports[0], GatewayPort = ports[1], Devices = "cpu",

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Text;
 using MoeCluster.Client;
+using MoeCluster.Hosting;
 
 namespace MoeCluster.Bench;
 
@@ -41,7 +42,7 @@ public sealed class SiloProcesses : IAsyncDisposable
         var dll = SiloDll();
         var clusterId = $"moe-bench-{Environment.ProcessId}";
         var store = Directory.CreateTempSubdirectory("moe-bench-store-");
-        var ports = FreePorts.Take(2 * count);
+        var ports = LoopbackPorts.Free(2 * count);
         var started = new List<(Process, StringBuilder)>();
         var ready = new List<Task>();
         try

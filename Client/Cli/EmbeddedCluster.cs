@@ -1,5 +1,3 @@
-using System.Net;
-using System.Net.Sockets;
 using Microsoft.Extensions.Hosting;
 using MoeCluster.Hosting;
 
@@ -31,7 +29,7 @@ public sealed class EmbeddedCluster : IAsyncDisposable
         if (silos < 1) throw new ArgumentException($"--silos is {silos}; expected ≥ 1");
         var cluster = new EmbeddedCluster($"moe-embedded-{Environment.ProcessId}",
             Directory.CreateTempSubdirectory("moe-embedded-store-").FullName);
-        var ports = FreePorts(2 * silos);
+        var ports = LoopbackPorts.Free(2 * silos);
         try
         {
             for (int i = 0; i < silos; i++)
@@ -58,15 +56,6 @@ public sealed class EmbeddedCluster : IAsyncDisposable
         }
         cluster.GatewayPorts = Enumerable.Range(0, silos).Select(i => ports[2 * i + 1]).ToArray();
         return cluster;
-    }
-
-    private static int[] FreePorts(int count)
-    {
-        var listeners = Enumerable.Range(0, count).Select(_ => new TcpListener(IPAddress.Loopback, 0)).ToList();
-        foreach (var l in listeners) l.Start();
-        var ports = listeners.Select(l => ((IPEndPoint)l.LocalEndpoint).Port).ToArray();
-        foreach (var l in listeners) l.Stop();
-        return ports;
     }
 
     public async ValueTask DisposeAsync()

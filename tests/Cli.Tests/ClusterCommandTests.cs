@@ -3,6 +3,7 @@ using MoeCluster.Client.Tests;
 using TorchSharp;
 using Xunit;
 using static TorchSharp.torch;
+using MoeCluster.Hosting;
 
 namespace MoeCluster.Cli.Tests;
 
@@ -138,7 +139,7 @@ public class ClusterCommandTests(RunningCluster running)
     [Fact]
     public async Task A_cluster_that_cannot_be_reached_exits_3()
     {
-        var port = SiloProcess.FreePorts(1)[0];
+        var port = LoopbackPorts.Free(1)[0];
         var run = await running.Moe($"status --cluster localhost --gateway-port {port} --connect-timeout 3");
         Assert.Equal(3, run.ExitCode);
         Assert.Contains($"moe: the cluster could not be reached: no gateway of cluster \"moecluster\" at localhost, gateway port(s) {port} answered within 3 s", run.Stderr);

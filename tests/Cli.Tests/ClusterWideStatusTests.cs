@@ -3,6 +3,7 @@ using MoeCluster.Client.Tests;
 using Orleans;
 using Xunit;
 using static TorchSharp.torch;
+using MoeCluster.Hosting;
 
 namespace MoeCluster.Cli.Tests;
 
@@ -16,7 +17,7 @@ public class ClusterWideStatusTests
     public async Task The_status_api_adds_up_the_recoveries_and_migrations_of_every_silo()
     {
         await using var cluster = await ProcessCluster.StartAsync(silos: 1, "--devices cpu --experts-per-device 8 --threads 1");
-        var statusPort = SiloProcess.FreePorts(1)[0];
+        var statusPort = LoopbackPorts.Free(1)[0];
         await cluster.AddSiloAsync($"--status-port {statusPort}");
         await using var client = await cluster.Connect();
         using var http = new HttpClient();

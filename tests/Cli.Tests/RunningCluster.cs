@@ -1,6 +1,7 @@
 using MoeCluster.Client;
 using MoeCluster.Client.Tests;
 using Xunit;
+using MoeCluster.Hosting;
 
 namespace MoeCluster.Cli.Tests;
 
@@ -22,7 +23,7 @@ public sealed class RunningCluster : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        var ports = SiloProcess.FreePorts(3);
+        var ports = LoopbackPorts.Free(3);
         (StatusPort, PrometheusPort) = (ports[0], ports[1]);
         Otlp = new OtlpReceiver(ports[2]);
         Cluster = await ProcessCluster.StartAsync(silos: 1,

@@ -5,6 +5,7 @@ using System.Net.NetworkInformation;
 using System.Net.Sockets;
 using System.Text;
 using Xunit;
+using MoeCluster.Hosting;
 
 namespace MoeCluster.Cli.Tests;
 
@@ -14,7 +15,7 @@ public class StatusTokenTests
     [Fact]
     public async Task An_empty_token_is_refused_before_the_silo_starts()
     {
-        var ports = MoeCluster.Client.Tests.SiloProcess.FreePorts(3);
+        var ports = LoopbackPorts.Free(3);
         var (exit, _, stderr) = await MoeProcess.RunAsync(MoeProcess.SiloDll,
             $"--port {ports[0]} --primary-port {ports[0]} --gateway-port {ports[1]} --status-port {ports[2]} --devices cpu --status-token \"\"",
             TimeSpan.FromMinutes(1));
@@ -25,7 +26,7 @@ public class StatusTokenTests
     [Fact]
     public async Task Without_the_token_401_with_it_200_and_only_on_loopback()
     {
-        var ports = MoeCluster.Client.Tests.SiloProcess.FreePorts(3);
+        var ports = LoopbackPorts.Free(3);
         var store = Directory.CreateTempSubdirectory("moe-status-token-").FullName;
         const string token = "s3cret-token";
         var start = new ProcessStartInfo("dotnet",

@@ -1,4 +1,5 @@
 using MoeCluster.Client;
+using MoeCluster.Hosting;
 
 namespace MoeCluster.Client.Tests;
 
@@ -39,7 +40,7 @@ public sealed class ProcessCluster : IAsyncDisposable
         var ownsStore = store is null;
         clusterId ??= $"test-{Guid.NewGuid():N}";
         store ??= Directory.CreateTempSubdirectory("moe-test-store-").FullName;
-        var ports = SiloProcess.FreePorts(2 * silos);
+        var ports = LoopbackPorts.Free(2 * silos);
         var full = $"--cluster redis://{membership} --cluster-id {clusterId} --store {store} {arguments}";
         var started = await Task.WhenAll(Enumerable.Range(0, silos).Select(i => SiloProcess.StartAsync(full, ports[2 * i], ports[2 * i + 1])));
         return new ProcessCluster(clusterId, store, started.ToList(), ownsStore, full, membership);
@@ -51,7 +52,7 @@ public sealed class ProcessCluster : IAsyncDisposable
     /// <summary>Starts one more silo with the same arguments and <paramref name="more"/> (e.g. its own status port).</summary>
     public async Task<SiloProcess> AddSiloAsync(string more)
     {
-        var ports = SiloProcess.FreePorts(2);
+        var ports = LoopbackPorts.Free(2);
         var silo = await SiloProcess.StartAsync($"{arguments} {more}", ports[0], ports[1]);
         Silos.Add(silo);
         return silo;

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using MoeCluster.Hosting;
 
 namespace MoeCluster.Client.Tests;
 
@@ -11,7 +12,7 @@ public sealed class RedisProcess(string? dataDirectory = null) : IAsyncDisposabl
 {
     private Process? process;
 
-    public int Port { get; } = SiloProcess.FreePorts(1)[0];
+    public int Port { get; } = LoopbackPorts.Free(1)[0];
     public string Address => $"127.0.0.1:{Port}";
 
     public async Task StartAsync()

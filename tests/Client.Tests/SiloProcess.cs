@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
 using System.Text;
 
 namespace MoeCluster.Client.Tests;
@@ -63,15 +61,6 @@ public sealed class SiloProcess : IAsyncDisposable
                     return Path.Combine(dir.FullName, "Silo", "bin", configuration, "net10.0", "MoeCluster.Silo.dll");
             throw new InvalidOperationException($"no MoeCluster.sln above {AppContext.BaseDirectory}");
         }
-    }
-
-    public static int[] FreePorts(int count)
-    {
-        var listeners = Enumerable.Range(0, count).Select(_ => new TcpListener(IPAddress.Loopback, 0)).ToList();
-        foreach (var l in listeners) l.Start();
-        var ports = listeners.Select(l => ((IPEndPoint)l.LocalEndpoint).Port).ToArray();
-        foreach (var l in listeners) l.Stop();
-        return ports;
     }
 
     /// <summary>The process's resident memory (VmRSS), in bytes.</summary>

@@ -3,6 +3,7 @@ using MoeCluster.Grains.Training;
 using TorchSharp;
 using Xunit;
 using static TorchSharp.torch;
+using MoeCluster.Hosting;
 
 namespace MoeCluster.Client.Tests;
 
@@ -20,7 +21,7 @@ public class SiloProcessTests
     [Fact]
     public async Task Sdk_trains_a_layer_on_two_silo_processes_with_localhost_membership()
     {
-        var ports = SiloProcess.FreePorts(4);
+        var ports = LoopbackPorts.Free(4);
         var clusterId = $"test-{Guid.NewGuid():N}";
         var store = Directory.CreateTempSubdirectory("moe-test-store-").FullName;
         await using var first = await SiloProcess.StartAsync($"--primary-port {ports[0]} --cluster-id {clusterId} --store {store} --devices cpu --experts-per-device 4", ports[0], ports[1]);
@@ -41,7 +42,7 @@ public class SiloProcessTests
     [Fact]
     public async Task Sdk_finds_silo_processes_through_redis_membership()
     {
-        var ports = SiloProcess.FreePorts(4);
+        var ports = LoopbackPorts.Free(4);
         var clusterId = $"test-{Guid.NewGuid():N}";
         var cluster = $"redis://{TestRedis.Address}";
         // Checkpoints in Redis too: nothing of this cluster touches the local disk.
@@ -59,7 +60,7 @@ public class SiloProcessTests
     [Fact]
     public async Task Silos_started_with_address_are_reached_at_it_through_redis_membership()
     {
-        var ports = SiloProcess.FreePorts(4);
+        var ports = LoopbackPorts.Free(4);
         var clusterId = $"test-{Guid.NewGuid():N}";
         var cluster = $"redis://{TestRedis.Address}";
         var host = System.Net.NetworkInformation.NetworkInterface.GetAllNetworkInterfaces()
@@ -83,7 +84,7 @@ public class SiloProcessTests
     {
         var error = await Assert.ThrowsAsync<ArgumentException>(() => MoeClusterClient.ConnectAsync(new MoeClientOptions { Cluster = "zookeeper://x" }));
         Assert.Equal("cluster is 'zookeeper://x'; expected localhost or redis://host:port", error.Message);
-        var ports = SiloProcess.FreePorts(2);
+        var ports = LoopbackPorts.Free(2);
         var silo = await Assert.ThrowsAsync<InvalidOperationException>(() => SiloProcess.StartAsync("--cluster zookeeper://x", ports[0], ports[1]));
         Assert.Contains("moe silo: --cluster is 'zookeeper://x'; expected localhost or redis://host:port", silo.Message);
     }

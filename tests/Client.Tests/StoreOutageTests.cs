@@ -1,6 +1,7 @@
 using TorchSharp;
 using Xunit;
 using static TorchSharp.torch;
+using MoeCluster.Hosting;
 
 namespace MoeCluster.Client.Tests;
 
@@ -10,7 +11,7 @@ public class StoreOutageTests
     [Fact]
     public async Task A_silo_whose_checkpoint_redis_is_down_does_not_start()
     {
-        var ports = SiloProcess.FreePorts(3);
+        var ports = LoopbackPorts.Free(3);
         var error = await Assert.ThrowsAsync<InvalidOperationException>(() =>
             SiloProcess.StartAsync($"--store redis://127.0.0.1:{ports[2]} --primary-port {ports[0]}", ports[0], ports[1]));
         Assert.Contains($"moe silo: cannot start: cannot reach the checkpoint Redis at 127.0.0.1:{ports[2]}", error.Message);
@@ -19,7 +20,7 @@ public class StoreOutageTests
     [Fact]
     public async Task A_silo_whose_membership_redis_is_down_does_not_start()
     {
-        var ports = SiloProcess.FreePorts(3);
+        var ports = LoopbackPorts.Free(3);
         var store = Directory.CreateTempSubdirectory("moe-test-store-").FullName;
         try
         {

@@ -2,6 +2,7 @@ using TorchSharp;
 using Xunit;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
+using MoeCluster.Hosting;
 
 namespace MoeCluster.Client.Tests;
 
@@ -18,7 +19,7 @@ public class TlsTests(ITestOutputHelper output)
         using var stranger = new TestCertificates("stranger-ca");
         var siloCertificate = cluster.Issue("silo");
         var store = Directory.CreateTempSubdirectory("moe-test-store-").FullName;
-        var ports = SiloProcess.FreePorts(2);
+        var ports = LoopbackPorts.Free(2);
         try
         {
             await using var silo = await SiloProcess.StartAsync(
