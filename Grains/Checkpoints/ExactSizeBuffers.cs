@@ -48,7 +48,7 @@ internal static class ExactSizeBuffers
     }
 
     /// <summary>Counts what is written; every span it hands out is the shared <see cref="CountingSink"/>.</summary>
-    private sealed class CountingBufferWriter : IBufferWriter<byte>
+    internal sealed class CountingBufferWriter : IBufferWriter<byte>
     {
         public long Count { get; private set; }
 
@@ -92,7 +92,7 @@ internal static class ExactSizeBuffers
     /// uses (MessagePack asks for 9 bytes to write a small integer in 1); near the end of the array
     /// such a request gets a scratch span, whose used part is copied in on <see cref="Advance"/>.
     /// </summary>
-    private sealed class FixedBufferWriter(int length) : IBufferWriter<byte>
+    internal sealed class FixedBufferWriter(int length) : IBufferWriter<byte>
     {
         private readonly byte[] array = length == 0 ? [] : GC.AllocateUninitializedArray<byte>(length);
         private byte[]? scratch;
@@ -118,11 +118,30 @@ internal static class ExactSizeBuffers
 
         public Span<byte> GetSpan(int sizeHint = 0) => GetMemory(sizeHint).Span;
 
+        /// <summary>Lets <paramref name="write"/> stream up to <paramref name="count"/> bytes into the array here; returns how many it wrote.</summary>
+        public int WriteStream(int count, Action<Stream> write)
+        {
+            if (scratchHandedOut || count < 0 || position + count > array.Length)
+                throw new InvalidOperationException($"a stream of {count} bytes does not fit at {position} of the {array.Length} bytes the first pass counted; the encoding must be deterministic");
+            using var stream = new MemoryStream(array, position, count, writable: true);
+            try
+            {
+                write(stream);
+            }
+            catch (NotSupportedException e) // a MemoryStream over a fixed array refuses to grow
+            {
+                throw new InvalidOperationException($"the stream wrote past the {count} bytes the first pass counted; the encoding must be deterministic", e);
+            }
+            var written = checked((int)stream.Position);
+            position += written;
+            return written;
+        }
+
         public byte[] Result() => position == array.Length ? array
             : throw new InvalidOperationException($"the second pass wrote {position} bytes where the first counted {array.Length}; the encoding must be deterministic");
     }
 
-    private sealed class CountingStream : Stream
+    internal sealed class CountingStream : Stream
     {
         public long Count { get; private set; }
         public override bool CanRead => false;

@@ -69,11 +69,14 @@ public static class ModelState
     }
 
     /// <summary>The optimizer's state as TorchSharp streams it, in one array of exactly its length (no growing stream to trim).</summary>
-    public static byte[] CaptureOptimizer(optim.Optimizer optimizer) => ExactSizeBuffers.WriteStream(stream =>
+    public static byte[] CaptureOptimizer(optim.Optimizer optimizer) => ExactSizeBuffers.WriteStream(stream => SaveOptimizer(optimizer, stream));
+
+    /// <summary>Writes the optimizer's state to <paramref name="stream"/> as TorchSharp streams it.</summary>
+    public static void SaveOptimizer(optim.Optimizer optimizer, Stream stream)
     {
         using var writer = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true);
         Stateful(optimizer).save_state_dict(writer);
-    });
+    }
 
     public static void RestoreOptimizer(optim.Optimizer optimizer, byte[] state, string owner)
     {

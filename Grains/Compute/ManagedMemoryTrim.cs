@@ -6,8 +6,8 @@ namespace MoeCluster.Grains.Compute;
 /// <summary>
 /// Hands the managed memory of a one-off burst back to the operating system. When a layer is
 /// created, every expert on a silo encodes its first checkpoint at once: for a d 512 / d_ff 2048
-/// expert that is 24 MiB of captured state and 24 MiB of encoded record, all garbage a moment
-/// later. The GC collects it but keeps the space committed, so training started on top of it
+/// expert a 24 MiB record (24 MiB of captured state more before checkpoints were encoded from the
+/// live tensors), garbage a moment later. The GC collects it but keeps the space committed, so training started on top of it
 /// (the bench's memory probe: the silo process peaked at 1.24–1.38× the reference process with
 /// the space kept, 0.94–0.97× with it handed back). One compacting collection right after the
 /// burst fixes that; a burst under <see cref="MinimumBurstBytes"/> is not worth a collection.

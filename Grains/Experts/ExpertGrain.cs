@@ -129,8 +129,8 @@ public sealed class ExpertGrain(
         version = atVersion;
         incarnation = Guid.NewGuid().ToString("N");
         var written = await WriteCheckpoint(); // so that a lost expert comes back without its router
-        // The captured state and its encoding, both garbage now; a new layer's experts write at once.
-        await memoryTrim.AfterBurstAsync(2 * written, $"the first checkpoint of expert {Name}");
+        // The encoded record, garbage once stored; a new layer's experts write theirs at once.
+        await memoryTrim.AfterBurstAsync(written, $"the first checkpoint of expert {Name}");
         return Placement;
     }
 
@@ -143,8 +143,7 @@ public sealed class ExpertGrain(
         CheckState(layerVersion, null);
         if (e.PendingCount > 0)
             throw new InvalidOperationException($"expert {Name} has {e.PendingCount} training forward(s) awaiting backward; its state is exported at a step boundary");
-        var record = await Capture(stepState: false);
-        return await Task.Run(() => CheckpointCodec.Encode(record));
+        return (await CaptureEncoded()).Bytes;
     }
 
     private async Task BuildModel(LayerSpec newSpec)
@@ -218,34 +217,51 @@ public sealed class ExpertGrain(
     }
 
     /// <summary>
-    /// This expert's state at its current version as a record: a checkpoint, or with
-    /// <paramref name="stepState"/> a hand-off that also carries the step under way.
+    /// This expert's whole state at its current version as a hand-off record: weights, optimizer,
+    /// and the step under way (its gradients and the inputs of forwards awaiting their backward).
     /// </summary>
-    private Task<CheckpointRecord> Capture(bool stepState)
+    private Task<CheckpointRecord> CaptureHandoff()
     {
         var (s, e) = Ready();
         var o = optimizer!;
         var at = version;
         var name = incarnation;
+        return queue.RunAsync(() => new CheckpointRecord
+        {
+            Kind = CheckpointRecord.HandoffKind,
+            Layer = layer,
+            Index = index,
+            Version = at,
+            SpecJson = CheckpointCodec.EncodeSpec(s),
+            Weights = ModelState.Capture(e.Ffn.named_parameters()),
+            OptimizerState = ModelState.CaptureOptimizer(o),
+            Gradients = ModelState.CaptureGradients(e.Ffn.named_parameters()),
+            SavedInputs = e.SavedInputs().Select(p => ModelState.Capture($"{p.BatchId}", p.Input)).ToArray(),
+            Incarnation = name,
+        });
+    }
+
+    /// <summary>
+    /// This expert's checkpoint at its current version, encoded on its compute queue straight from
+    /// its parameters and optimizer (<see cref="LiveStateEncoder"/>): the same bytes as its state
+    /// captured and then encoded, without the captured copy.
+    /// </summary>
+    private Task<(long Version, byte[] Bytes)> CaptureEncoded()
+    {
+        var (s, e) = Ready();
+        var o = optimizer!;
+        var at = version;
         return queue.RunAsync(() =>
         {
-            var record = new CheckpointRecord
+            var header = new CheckpointRecord
             {
-                Kind = stepState ? CheckpointRecord.HandoffKind : CheckpointRecord.ExpertKind,
+                Kind = CheckpointRecord.ExpertKind,
                 Layer = layer,
                 Index = index,
                 Version = at,
                 SpecJson = CheckpointCodec.EncodeSpec(s),
-                Weights = ModelState.Capture(e.Ffn.named_parameters()),
-                OptimizerState = ModelState.CaptureOptimizer(o),
             };
-            if (stepState)
-            {
-                record.Gradients = ModelState.CaptureGradients(e.Ffn.named_parameters());
-                record.SavedInputs = e.SavedInputs().Select(p => ModelState.Capture($"{p.BatchId}", p.Input)).ToArray();
-                record.Incarnation = name;
-            }
-            return record;
+            return (at, LiveStateEncoder.Encode(header, e.Ffn.named_parameters(), o));
         });
     }
 
@@ -253,18 +269,17 @@ public sealed class ExpertGrain(
     private async Task<long> WriteCheckpoint()
     {
         await CheckpointWriteSettled();
-        return await Write(await Capture(stepState: false));
+        return await Write(await CaptureEncoded());
     }
 
-    /// <summary>Encodes and stores a captured record; the durable version advances once it is stored.</summary>
+    /// <summary>Stores an encoded checkpoint; the durable version advances once it is stored.</summary>
     /// <returns>The bytes of the record written.</returns>
-    private async Task<long> Write(CheckpointRecord record)
+    private async Task<long> Write((long Version, byte[] Bytes) encoded)
     {
-        var at = record.Version;
+        var (at, bytes) = encoded;
         long written;
         try
         {
-            var bytes = await Task.Run(() => CheckpointCodec.Encode(record)); // megabytes: off the grain scheduler
             await store.WriteAsync(CheckpointKey, at, bytes);
             written = bytes.Length;
         }
@@ -415,10 +430,10 @@ public sealed class ExpertGrain(
         version = stepId;
         if (version % s.CheckpointEvery == 0)
         {
-            // The state is captured now; the next step's forwards only read it while it is written.
+            // The state is encoded now, on the compute queue; the next step's forwards only read it while it is stored.
             await CheckpointWriteSettled();
-            var record = await Capture(stepState: false);
-            checkpointWrite = Write(record);
+            var encoded = await CaptureEncoded();
+            checkpointWrite = Write(encoded);
             // Either way no layer commits a version that is not durable: the router flushes first.
             if (s.CheckpointBeforeStepReturns) await checkpointWrite;
         }
@@ -479,7 +494,7 @@ public sealed class ExpertGrain(
             return;
         }
         await CheckpointWriteSettled();
-        var record = await Capture(stepState: true);
+        var record = await CaptureHandoff();
         var at = record.Version;
         await store.WriteAsync(HandoffKey, at, CheckpointCodec.Encode(record));
         logger.LogInformation("Expert {Expert} hands off from silo {Silo} at version {Version} with {Pending} forward(s) awaiting backward",
@@ -537,7 +552,7 @@ public sealed class ExpertGrain(
     {
         Ready();
         await CheckpointWriteSettled(); // the old activation finishes its write; the new one starts level with the store
-        var record = await Capture(stepState: true);
+        var record = await CaptureHandoff();
         leaving = await Task.Run(() => CheckpointCodec.Encode(record));
         RequestContext.Set(IPlacementDirector.PlacementHintKey, target);
         this.MigrateOnIdle();
