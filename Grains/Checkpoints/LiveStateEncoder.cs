@@ -1,6 +1,4 @@
-using System.Buffers;
 using MessagePack;
-using MessagePack.Formatters;
 using MoeCluster.Grains.Numerics;
 using TorchSharp;
 using TorchSharp.Modules;

@@ -48,13 +48,18 @@ public sealed class OtlpReceiver : IAsyncDisposable
                 context.Response.StatusCode = context.Request.HttpMethod == "POST" && path == "/v1/metrics" ? 200 : 404;
                 context.Response.ContentType = "application/x-protobuf";
                 context.Response.ContentLength64 = 0;
-            }
-            finally
-            {
                 context.Response.Close();
+            }
+            catch (Exception e) when (IsStopOrHangUp(e))
+            {
+                // The receiver stopped (a test ending while a silo still exports) or the exporter
+                // went away mid-request: that request is lost, which is what a collector does.
+                context.Response.Abort();
             }
         }
     }
+
+    private static bool IsStopOrHangUp(Exception e) => e is HttpListenerException or ObjectDisposedException or InvalidOperationException or IOException;
 
     public async ValueTask DisposeAsync()
     {
