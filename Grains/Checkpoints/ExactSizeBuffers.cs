@@ -62,8 +62,8 @@ internal static class ExactSizeBuffers
     /// <summary>
     /// Where counting passes write. MessagePack asks for a span of a whole byte array's length
     /// before it copies the array in (16 MiB for the optimizer state of a d 512 / d_ff 2048 expert),
-    /// and a scratch buffer of each count's own made that much garbage per checkpoint (with a
-    /// checkpoint at every step, 20 of the 68 MiB an expert allocated per checkpoint). The bytes
+    /// and a scratch buffer of each count's own made that much garbage per checkpoint (20 MiB per
+    /// standard expert and step, with a checkpoint at every step, before this sink). The bytes
     /// written here are never read, so every count, on any thread, shares one sink, which grows to
     /// the largest request up to <see cref="SharedSinkMaxBytes"/>; a larger one gets its own.
     /// </summary>

@@ -430,7 +430,7 @@ public sealed class ExpertGrain(
         version = stepId;
         if (version % s.CheckpointEvery == 0)
         {
-            // The state is encoded now, on the compute queue; the next step's forwards only read it while it is stored.
+            // Encoded now, on the compute queue, into bytes of its own: the store writes them while the next step runs.
             await CheckpointWriteSettled();
             var encoded = await CaptureEncoded();
             checkpointWrite = Write(encoded);
