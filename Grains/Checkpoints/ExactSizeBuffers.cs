@@ -30,21 +30,10 @@ internal static class ExactSizeBuffers
     {
         var counter = new CountingStream();
         write(counter);
-        var array = counter.Count == 0 ? [] : GC.AllocateUninitializedArray<byte>(checked((int)counter.Count));
-        using (var stream = new MemoryStream(array, writable: true))
-        {
-            try
-            {
-                write(stream);
-            }
-            catch (NotSupportedException e) // a MemoryStream over a fixed array refuses to grow
-            {
-                throw new InvalidOperationException($"the second pass wrote past the {array.Length} bytes the first counted; the encoding must be deterministic", e);
-            }
-            if (stream.Position != array.Length)
-                throw new InvalidOperationException($"the second pass wrote {stream.Position} bytes where the first counted {array.Length}; the encoding must be deterministic");
-        }
-        return array;
+        var length = checked((int)counter.Count);
+        var exact = new FixedBufferWriter(length);
+        exact.WriteStream(length, write);
+        return exact.Result();
     }
 
     /// <summary>Counts what is written; every span it hands out is the shared <see cref="CountingSink"/>.</summary>
@@ -130,7 +119,7 @@ internal static class ExactSizeBuffers
             }
             catch (NotSupportedException e) // a MemoryStream over a fixed array refuses to grow
             {
-                throw new InvalidOperationException($"the stream wrote past the {count} bytes the first pass counted; the encoding must be deterministic", e);
+                throw new InvalidOperationException($"the second pass wrote past the {count} bytes the first counted; the encoding must be deterministic", e);
             }
             var written = checked((int)stream.Position);
             position += written;
