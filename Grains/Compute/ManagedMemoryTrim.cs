@@ -14,14 +14,28 @@ namespace MoeCluster.Grains.Compute;
 /// Requests that come while a trim runs share the next one: the 8 experts of the bench's layer,
 /// whose writes end at different times, cost 4–7 collections of 17–92 ms, not 8.
 /// </summary>
-public sealed class ManagedMemoryTrim(ILogger<ManagedMemoryTrim> logger)
+public sealed class ManagedMemoryTrim
 {
     /// <summary>Bursts smaller than this (a small expert's checkpoint) are left to the GC's own pace.</summary>
     public const long MinimumBurstBytes = 8L << 20;
 
+    private readonly ILogger<ManagedMemoryTrim> logger;
+    private readonly Action collect;
     private readonly SemaphoreSlim one = new(1, 1);
     private long requested;
     private long covered;
+
+    public ManagedMemoryTrim(ILogger<ManagedMemoryTrim> logger)
+        : this(logger, () => GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true))
+    {
+    }
+
+    /// <summary>Tests pass a collection they can hold open, to make requests arrive while it runs.</summary>
+    internal ManagedMemoryTrim(ILogger<ManagedMemoryTrim> logger, Action collect)
+    {
+        this.logger = logger;
+        this.collect = collect;
+    }
 
     /// <summary>Collections run so far (for tests).</summary>
     public int Trims { get; private set; }
@@ -53,7 +67,7 @@ public sealed class ManagedMemoryTrim(ILogger<ManagedMemoryTrim> logger)
     {
         var before = Environment.WorkingSet;
         var watch = Stopwatch.StartNew();
-        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        collect();
         Trims++;
         logger.LogInformation("managed memory handed back after {What}: resident {Before:F0} → {After:F0} MiB in {Ms:F0} ms",
             what, before / 1048576.0, Environment.WorkingSet / 1048576.0, watch.Elapsed.TotalMilliseconds);

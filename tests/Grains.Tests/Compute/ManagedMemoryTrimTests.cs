@@ -28,12 +28,27 @@ public class ManagedMemoryTrimTests
     [Fact]
     public async Task Eight_bursts_at_once_share_two_collections()
     {
-        var trim = new ManagedMemoryTrim(NullLogger<ManagedMemoryTrim>.Instance);
-        // Asked from one thread without awaiting: the first runs alone, and the seven that come
-        // while it runs are all covered by the one after it.
-        var bursts = Enumerable.Range(0, 8).Select(i => trim.AfterBurstAsync(24L << 20, $"expert {i}")).ToArray();
-        await Task.WhenAll(bursts);
+        // The first collection is held open until the seven other requests are in, so they come
+        // while it runs however the scheduler treats this thread.
+        var firstStarted = new ManualResetEventSlim();
+        var releaseFirst = new ManualResetEventSlim();
+        var collections = 0;
+        var trim = new ManagedMemoryTrim(NullLogger<ManagedMemoryTrim>.Instance, () =>
+        {
+            if (Interlocked.Increment(ref collections) > 1) return;
+            firstStarted.Set();
+            releaseFirst.Wait(TimeSpan.FromSeconds(30));
+        });
+        var first = trim.AfterBurstAsync(24L << 20, "expert 0");
+        Assert.True(firstStarted.Wait(TimeSpan.FromSeconds(30)), "the first collection never started");
+        var rest = Enumerable.Range(1, 7).Select(i => trim.AfterBurstAsync(24L << 20, $"expert {i}")).ToArray();
+        Assert.False(first.IsCompleted);
+        releaseFirst.Set();
+        await first;
+        await Task.WhenAll(rest);
+        // The first runs alone; the seven that came while it ran are all covered by the one after it.
         Assert.Equal(2, trim.Trims);
+        Assert.Equal(2, collections);
         // A later burst is not covered by the collections before it.
         await trim.AfterBurstAsync(24L << 20, "a later expert");
         Assert.Equal(3, trim.Trims);
