@@ -25,7 +25,7 @@ namespace MoeCluster.Client;
 /// repeated batch id with the first call's answer, so nothing is replayed (<see cref="Repeats"/>).
 /// </para>
 /// </summary>
-public sealed class RemoteMoeLayer
+public sealed partial class RemoteMoeLayer
 {
     // Batch ids must not collide between clients of one layer: a random start per client, then a counter.
     private static long nextBatchId = RandomNumberGenerator.GetInt32(int.MaxValue) * (1L << 24);

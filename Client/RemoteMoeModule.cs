@@ -31,6 +31,19 @@ public sealed class RemoteMoeModule : nn.Module<Tensor, Tensor>
     /// <summary>The last forward's routing counts.</summary>
     public RoutingSummary? LastRouting { get; private set; }
 
+    /// <summary>
+    /// Micro-batches each forward's batch is sent as, in flight at once (1, the default: one
+    /// forward). See <see cref="RemoteMoeLayer.ForwardMicroBatchesAsync"/>: each is routed with its
+    /// own capacity, and <see cref="AuxLoss"/> is the mean of theirs.
+    /// </summary>
+    public int MicroBatches
+    {
+        get => microBatches;
+        set => microBatches = value >= 1 ? value
+            : throw new ArgumentOutOfRangeException(nameof(MicroBatches), value, $"micro-batches is {value}; expected at least 1");
+    }
+    private int microBatches = 1;
+
     /// <summary>Labels of the next forward's tokens, for the layer's specialization report; used once.</summary>
     public TokenLabels? NextLabels { get; set; }
 
@@ -46,7 +59,7 @@ public sealed class RemoteMoeModule : nn.Module<Tensor, Tensor>
         Layer.ThrowIfBackwardFailed();
         if (!training)
         {
-            using var r = Layer.ForwardAsync(x, train: false, labels: TakeLabels()).GetAwaiter().GetResult();
+            using var r = Layer.ForwardMicroBatchesAsync(x, MicroBatches, train: false, labels: TakeLabels()).GetAwaiter().GetResult();
             LastRouting = r.Routing;
             AuxLoss = null;
             return r.Y.clone();
@@ -72,28 +85,29 @@ public sealed class RemoteMoeModule : nn.Module<Tensor, Tensor>
         {
             var x = (Tensor)vars[0];
             var module = (RemoteMoeModule)vars[2];
-            var r = module.Layer.ForwardAsync(x, train: true, labels: module.TakeLabels()).GetAwaiter().GetResult();
+            var r = module.Layer.ForwardMicroBatchesAsync(x, module.MicroBatches, train: true, labels: module.TakeLabels()).GetAwaiter().GetResult();
             module.Remember(r.Routing);
-            ctx.save_data("batch", r.BatchId);
+            // y goes to autograd; the record is kept for its batch ids and row counts.
+            ctx.save_data("forward", r);
             ctx.save_data("module", module);
             return [r.Y, tensor((float)r.AuxLoss)];
         }
 
         public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> gradOutputs)
         {
-            var batch = (long)ctx.get_data("batch");
+            var forward = (MicroBatchedForward)ctx.get_data("forward");
             var module = (RemoteMoeModule)ctx.get_data("module");
             Tensor dx;
             try
             {
                 var auxGrad = gradOutputs[1].item<float>();
-                dx = module.Layer.BackwardAsync(batch, gradOutputs[0], auxGrad).GetAwaiter().GetResult();
+                dx = module.Layer.BackwardMicroBatchesAsync(forward, gradOutputs[0], auxGrad).GetAwaiter().GetResult();
             }
             catch (Exception e)
             {
                 // An exception cannot cross libtorch's autograd engine (it would end the process).
                 // The layer keeps it and the next step or forward throws it instead.
-                module.Layer.RecordBackwardFailure(batch, e);
+                module.Layer.RecordBackwardFailure(forward.BatchIds[0], e);
                 dx = zeros_like(gradOutputs[0]);
             }
             // One gradient per forward argument: x, the anchor, and none for the module itself.

@@ -20,7 +20,7 @@ public static class ClusterBenchmark
 
     public static async Task<(double GemmGflops, List<BenchRow> Rows, Dictionary<string, double> SiloPeakMiB)> RunAsync(
         IReadOnlyList<BenchConfig> configs, bool quick, int? repeats, int siloThreads, CancellationToken cancellationToken,
-        int? baselineExpertWorkers = null)
+        int? baselineExpertWorkers = null, int? microBatches = null)
     {
         var cores = Environment.ProcessorCount;
         using var queue = new ComputeQueue("bench-reference", cores);
@@ -62,7 +62,15 @@ public static class ClusterBenchmark
                     setups.Add(new Setup("b", "(b) 1 in-process silo", await ClusterLayerUnderTest.CreateAsync(inProcess.Client, $"bench-{i}-b", config.Spec)));
                     if (baseline is not null)
                         setups.Add(new Setup("b0", $"(b0) (b) with {baselineExpertWorkers} expert worker(s)", await ClusterLayerUnderTest.CreateAsync(baseline.Client, $"bench-{i}-b0", config.Spec)));
-                    setups.Add(new Setup("c", "(c) 2 silo processes", await ClusterLayerUnderTest.CreateAsync(remote, $"bench-{i}-c", config.Spec)));
+                    var c = await ClusterLayerUnderTest.CreateAsync(remote, $"bench-{i}-c", config.Spec);
+                    setups.Add(new Setup("c", "(c) 2 silo processes", c));
+                    // A before/after of micro-batches in flight within one run: (b) and (c)'s own layers, sent in N parts.
+                    if (microBatches is { } n)
+                    {
+                        var b = (ClusterLayerUnderTest)setups.First(s => s.Id == "b").Layer;
+                        setups.Add(new Setup($"b×{n}", $"(b) {n} micro-batches in flight", b.InFlight(n)));
+                        setups.Add(new Setup($"c×{n}", $"(c) {n} micro-batches in flight", c.InFlight(n)));
+                    }
                 }
                 foreach (var mode in new[] { Forward, Train })
                 {

@@ -12,12 +12,13 @@ var profile = new Option<bool>("--profile-small-batch") { Description = "Only pr
 var probe = new Option<string?>("--memory-probe") { Hidden = true, Description = "Internal: run one memory probe (reference or silo) and print its peak RSS" };
 var probeTokens = new Option<int>("--probe-tokens") { Hidden = true, DefaultValueFactory = _ => 4096 };
 var probeIterations = new Option<int>("--probe-iterations") { Hidden = true, DefaultValueFactory = _ => 3 };
+var microBatches = new Option<int?>("--micro-batches") { Description = "Also time (b) and (c) with each batch sent as N micro-batches in flight at once, in turn with the others (a before/after in one run)" };
 var plot = new Option<string>("--plot") { Description = "PNG of the ratios to the reference layer", DefaultValueFactory = _ => Path.Combine("plots", "bench-ratios.png") };
 var root = new RootCommand("Times the MoE layer in one run: (a) the reference layer in this process, (b) the cluster with one " +
     "in-process silo, (c) the cluster with two silo processes on loopback, against libtorch's float32 GEMM rate; then the checkpoint stores.\n\n" +
     "Example: ./moe bench --json bench.json")
 {
-    quick, repeats, json, redis, only, siloThreads, baselineWorkers, profile, probe, probeTokens, probeIterations, plot,
+    quick, repeats, json, redis, only, siloThreads, baselineWorkers, profile, probe, probeTokens, probeIterations, plot, microBatches,
 };
 root.SetAction(async (parse, cancel) =>
 {
@@ -57,8 +58,13 @@ root.SetAction(async (parse, cancel) =>
         Console.Error.WriteLine($"moe-bench: --baseline-expert-workers is {w}; expected ≥ 1");
         return 2;
     }
+    if (parse.GetValue(microBatches) is < 2 and var m)
+    {
+        Console.Error.WriteLine($"moe-bench: --micro-batches is {m}; expected ≥ 2 (one micro-batch is what (b) and (c) time already)");
+        return 2;
+    }
     var (gemm, rows, siloPeaks) = await ClusterBenchmark.RunAsync(configs, isQuick, parse.GetValue(repeats), parse.GetValue(siloThreads), cancel,
-        parse.GetValue(baselineWorkers));
+        parse.GetValue(baselineWorkers), parse.GetValue(microBatches));
     var memory = new Dictionary<string, double>();
     // Two more processes, each loading libtorch and training a few steps: left out of the quick run.
     if (!isQuick && configs.Any(c => c.Key == "standard-f32"))

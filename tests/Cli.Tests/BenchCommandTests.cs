@@ -57,4 +57,35 @@ public class BenchCommandTests
             File.Delete(json);
         }
     }
+
+    [Fact]
+    public async Task Micro_batches_in_flight_are_timed_beside_b_and_c_and_one_is_refused()
+    {
+        var refused = await MoeProcess.RunAsync(MoeProcess.BenchDll, "--micro-batches 1", TimeSpan.FromMinutes(1));
+        Assert.Equal(2, refused.ExitCode);
+        Assert.Contains("moe-bench: --micro-batches is 1; expected ≥ 2 (one micro-batch is what (b) and (c) time already)", refused.Stderr);
+
+        var json = Path.Combine(Path.GetTempPath(), $"moe-bench-{Guid.NewGuid():N}.json");
+        try
+        {
+            var (exit, stdout, stderr) = await MoeProcess.RunAsync(MoeProcess.BenchDll,
+                $"--quick --config small-batch --micro-batches 2 --json \"{json}\"", TimeSpan.FromMinutes(4));
+            Assert.True(exit == 0, $"exit {exit}; stderr: {stderr}\nstdout: {stdout}");
+            using var report = JsonDocument.Parse(await File.ReadAllTextAsync(json));
+            var rows = report.RootElement.GetProperty("rows").EnumerateArray().ToList();
+            // a, b, c, and b and c with 2 micro-batches in flight, each forward and fwd+bwd+step.
+            Assert.Equal(10, rows.Count);
+            foreach (var setup in new[] { "b×2", "c×2" })
+                foreach (var mode in new[] { "forward", "fwd+bwd+step" })
+                {
+                    var row = Assert.Single(rows, r => r.GetProperty("setup").GetString() == setup && r.GetProperty("mode").GetString()!.EndsWith(mode));
+                    Assert.StartsWith($"({setup[0]}) 2 micro-batches in flight · ", row.GetProperty("mode").GetString());
+                    Assert.True(row.GetProperty("ratio_to_reference").GetDouble() > 0, $"row {row}");
+                }
+        }
+        finally
+        {
+            File.Delete(json);
+        }
+    }
 }

@@ -94,6 +94,14 @@ public sealed class ReferenceTrainer : IDisposable
         return output.Y.detach().clone();
     }
 
+    /// <summary>What one micro-batch's training forward routes, and its α·L_aux + β·L_z; keeps nothing.</summary>
+    public (double Aux, RoutingStats Stats) Routing(long batchId, Tensor x)
+    {
+        using var noGrad = no_grad();
+        using var output = Layer.Forward(x, train: true, noiseSeed: LayerSeeds.Jitter(Spec.Seed, Name, batchId), step: Version + 1, batchId: batchId);
+        return (output.Aux.item<float>(), output.Stats);
+    }
+
     public void Step()
     {
         bool Frozen(int part) => part == 0 ? Controls.FreezeRouter : Controls.IsExpertFrozen(Layer.ExpertIds[part - 1]);
