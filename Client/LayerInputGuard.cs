@@ -20,19 +20,28 @@ internal sealed class LayerInputGuard(bool validateValues, long maxMessageBytes)
     public long MaxMessageBytes { get; } = maxMessageBytes;
 
     /// <summary>Checks <paramref name="t"/> (x of a forward, or dy of a backward) of layer <paramref name="layer"/>.</summary>
-    public void Check(Tensor t, string name, string layer, LayerSpec spec)
+    public void Check(Tensor t, string name, string layer, LayerSpec spec) =>
+        Check(t, name, layer, spec, t.shape.Length > 0 ? t.shape[0] : 1);
+
+    /// <summary>
+    /// The same checks for a tensor sent in parts (micro-batches) of at most
+    /// <paramref name="largestPartRows"/> rows each: the message limit applies to one part.
+    /// </summary>
+    public void Check(Tensor t, string name, string layer, LayerSpec spec, long largestPartRows)
     {
         if (t.dtype is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16))
             throw new ArgumentException($"{name} has dtype {t.dtype}; layer \"{layer}\" expects Float32, BFloat16 or Float16", name);
         // The largest message of the call: the tensor itself, y back in its dtype, or the rows one
         // expert gets (at most all of them) in the layer's wire dtype.
         var elementBytes = Math.Max(t.element_size(), TensorPayload.ElementSize(spec.WireDType));
-        var bytes = t.NumberOfElements * elementBytes;
+        var rowElements = t.shape.Length > 1 ? t.NumberOfElements / Math.Max(1, t.shape[0]) : 1;
+        var bytes = (t.shape.Length > 0 && largestPartRows < t.shape[0] ? largestPartRows * rowElements : t.NumberOfElements) * elementBytes;
         if (bytes > MaxMessageBytes - Headroom)
         {
             var rows = Math.Max(1, (MaxMessageBytes - Headroom) / Math.Max(1, t.shape.Length > 1 ? t.shape[1] * elementBytes : elementBytes));
+            var parts = t.shape.Length > 0 && largestPartRows < t.shape[0] ? $" in micro-batches of up to {largestPartRows} rows" : "";
             throw new ArgumentException(
-                $"{name} of shape [{string.Join(", ", t.shape)}] needs messages of {bytes} bytes; one call to the cluster carries at most " +
+                $"{name} of shape [{string.Join(", ", t.shape)}]{parts} needs messages of {bytes} bytes; one call to the cluster carries at most " +
                 $"{MaxMessageBytes - Headroom} (Orleans' MaxMessageBodySize {MaxMessageBytes} less 1 MiB); split it into micro-batches of at most {rows} tokens", name);
         }
         if (ValidateValues) CheckFinite(t, name);

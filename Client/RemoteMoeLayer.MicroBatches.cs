@@ -32,11 +32,12 @@ public sealed partial class RemoteMoeLayer
             var one = await ForwardAsync(x, train, labels: labels);
             return new MicroBatchedForward([one.BatchId], [x.shape[0]], one.Y, one.AuxLoss, one.LoadBalancingLoss, one.ZLoss, one.Routing);
         }
-        guard.Check(x, nameof(x), Name, Spec); // the whole batch, before any slice is sent
+        // The whole batch, before any slice is sent; the message limit applies to a slice.
+        guard.Check(x, nameof(x), Name, Spec, slices.Max(s => s.Rows));
         if (labels is not null) CheckLabelCounts(labels, x.shape[0]);
         // The views live until their calls end: a forward reads its x's device after the answer comes.
         var views = slices.Select(s => x.narrow(0, s.Start, s.Rows)).ToArray();
-        var calls = slices.Select((s, i) => ForwardAsync(views[i], train, labels: labels is null ? null : Slice(labels, s.Start, s.Rows))).ToArray();
+        var calls = slices.Select((s, i) => ForwardCheckedAsync(views[i], train, null, labels is null ? null : Slice(labels, s.Start, s.Rows))).ToArray();
         try
         {
             await Task.WhenAll(calls);
@@ -80,13 +81,13 @@ public sealed partial class RemoteMoeLayer
         if (dy.dim() != 2 || dy.shape[0] != rows || dy.shape[1] != Spec.DModel)
             throw new ArgumentException($"dy has shape [{string.Join(", ", dy.shape)}]; expected [{rows}, {Spec.DModel}] like the forward's y", nameof(dy));
         if (forward.BatchIds.Length == 1) return await BackwardAsync(forward.BatchIds[0], dy, auxGrad);
-        guard.Check(dy, nameof(dy), Name, Spec);
+        guard.Check(dy, nameof(dy), Name, Spec, forward.Rows.Max());
         if (!double.IsFinite(auxGrad))
             throw new ArgumentException($"∂L/∂aux is {auxGrad}; expected a finite number", nameof(auxGrad));
         var share = auxGrad / forward.BatchIds.Length;
         var starts = forward.Rows.Select((_, i) => forward.Rows.Take(i).Sum()).ToArray();
         var views = forward.Rows.Select((rows, i) => dy.narrow(0, starts[i], rows)).ToArray();
-        var calls = views.Select((v, i) => BackwardAsync(forward.BatchIds[i], v, share)).ToArray();
+        var calls = views.Select((v, i) => BackwardCheckedAsync(forward.BatchIds[i], v, share)).ToArray();
         try
         {
             await Task.WhenAll(calls);

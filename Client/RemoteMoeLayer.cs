@@ -94,6 +94,12 @@ public sealed partial class RemoteMoeLayer
         if (x.dim() != 2 || x.shape[1] != Spec.DModel)
             throw new ArgumentException($"x has shape [{string.Join(", ", x.shape)}]; layer \"{Name}\" expects [tokens, {Spec.DModel}]", nameof(x));
         guard.Check(x, nameof(x), Name, Spec);
+        return await ForwardCheckedAsync(x, train, batchId, labels);
+    }
+
+    // The forward once x is checked (by ForwardAsync, or whole by ForwardMicroBatchesAsync).
+    private async Task<RemoteLayerForward> ForwardCheckedAsync(Tensor x, bool train, long? batchId, TokenLabels? labels)
+    {
         var id = batchId ?? NewBatchId();
         var payload = TensorWire.ToPayload(x);
         LayerForwardResult result;
@@ -172,6 +178,12 @@ public sealed partial class RemoteMoeLayer
         guard.Check(dy, nameof(dy), Name, Spec);
         if (!double.IsFinite(auxGrad))
             throw new ArgumentException($"∂L/∂aux is {auxGrad}; expected a finite number", nameof(auxGrad));
+        return await BackwardCheckedAsync(batchId, dy, auxGrad);
+    }
+
+    // The backward once dy and ∂L/∂aux are checked (by BackwardAsync, or whole by BackwardMicroBatchesAsync).
+    private async Task<Tensor> BackwardCheckedAsync(long batchId, Tensor dy, double auxGrad)
+    {
         var payload = TensorWire.ToPayload(dy);
         var entry = log.Find(batchId);
         if (entry is { Dy: not null })

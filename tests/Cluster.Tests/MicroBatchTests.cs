@@ -143,6 +143,28 @@ public class MicroBatchTests(SharedClusterFixture fixture)
     }
 
     [Fact]
+    public async Task A_batch_over_the_message_limit_may_be_sent_as_micro_batches_that_fit()
+    {
+        var layer = await fixture.Client.CreateLayerAsync("micro-limit", new LayerSpec { DModel = 6, DFF = 8, NumExperts = 3, TopK = 1 });
+        // 4.4 M tokens × 6 × 4 bytes = 105.6 MB: over the 100 MiB one message may carry, as a whole.
+        using var huge = zeros(4_400_000, 6);
+        var whole = await Assert.ThrowsAsync<ArgumentException>(() => layer.ForwardMicroBatchesAsync(huge, 1, train: false));
+        Assert.StartsWith("x of shape [4400000, 6] needs messages of 105600000 bytes;", whole.Message);
+        // In two parts of 52.8 MB each it passes the size check; the value check, next, then finds
+        // the NaN in the last row, so nothing is sent either way.
+        huge[4_399_999, 2] = tensor(float.NaN);
+        var parts = await Assert.ThrowsAsync<ArgumentException>(() => layer.ForwardMicroBatchesAsync(huge, 2, train: false));
+        Assert.StartsWith("x holds 1 NaN and 0 infinite value(s), the first in row 4399999;", parts.Message);
+        // Parts that do not fit either: the message names them. Never filled: refused by size alone.
+        using var larger = empty(9_000_000, 6);
+        var tooBig = await Assert.ThrowsAsync<ArgumentException>(() => layer.ForwardMicroBatchesAsync(larger, 2, train: false));
+        Assert.StartsWith("x of shape [9000000, 6] in micro-batches of up to 4500000 rows needs messages of 108000000 bytes; " +
+            "one call to the cluster carries at most 103809024 (Orleans' MaxMessageBodySize 104857600 less 1 MiB); split it into micro-batches of at most 4325376 tokens", tooBig.Message);
+        Assert.Equal(0, (await layer.GetStatsAsync()).PendingBatches);
+        await layer.DeleteAsync();
+    }
+
+    [Fact]
     public async Task When_one_micro_batch_is_refused_the_others_are_discarded_and_the_refusal_thrown()
     {
         // Room for two pending micro-batches; one is taken, so of the next two one is refused.
