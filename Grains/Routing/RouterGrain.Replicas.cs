@@ -24,8 +24,10 @@ public sealed partial class RouterGrain
         public long Version { get; set; } = version;
     }
 
+    // Replica i of expert e is the grain (e, "layer#i"): an expert's replicas are numbered 0..n−1,
+    // in its list's order (they are only ever removed all together), so a router that comes back
+    // from its checkpoint, which records the counts, finds the copies still alive by name.
     private readonly Dictionary<int, List<Replica>> replicas = new();
-    private int nextReplica;
 
     // Requests already carried out, newest last: a retry of one adds nothing. Kept in memory
     // only: a router that comes back has forgotten them, and makes the replica counts of its
@@ -69,11 +71,17 @@ public sealed partial class RouterGrain
     /// Loads <paramref name="count"/> more replicas of the expert in gate column
     /// <paramref name="column"/> with its state at the current version (write side held).
     /// </summary>
+    /// <param name="restoring">
+    /// Reloading the replicas a checkpoint records: copies that outlived the router keep the slots
+    /// they hold and are reloaded where they are, so no free slot is asked for beforehand (one
+    /// that must be made anew fails alone, when no slot is left for it).
+    /// </param>
     /// <returns>All the expert's replicas, and the silos of the new ones.</returns>
-    private async Task<(List<Replica> All, List<string> NewSilos)> AddReplicas(LayerSpec s, int id, int column, int count)
+    private async Task<(List<Replica> All, List<string> NewSilos)> AddReplicas(LayerSpec s, int id, int column, int count, bool restoring = false)
     {
         var live = slots.LiveSilos();
-        await GrainFactory.GetGrain<IDeviceSlotRegistryGrain>(0).EnsureFree(count, $"{count} replica(s) of expert {Layer}/{id}", live);
+        if (!restoring)
+            await GrainFactory.GetGrain<IDeviceSlotRegistryGrain>(0).EnsureFree(count, $"{count} replica(s) of expert {Layer}/{id}", live);
         var usage = await GrainFactory.GetGrain<IDeviceSlotRegistryGrain>(0).GetUsage(live);
         var free = usage.GroupBy(u => u.Silo).ToDictionary(g => g.Key, g => g.Sum(u => u.Capacity - u.Leased));
         var list = replicas.TryGetValue(id, out var known) ? known : replicas[id] = [];
@@ -87,7 +95,7 @@ public sealed partial class RouterGrain
         {
             var target = free.Where(f => f.Value > 0).OrderBy(f => busy.Count(b => b == f.Key)).ThenByDescending(f => f.Value)
                 .ThenBy(f => f.Key, StringComparer.Ordinal).Select(f => f.Key).FirstOrDefault();
-            var grain = GrainFactory.GetGrain<IExpertReplicaGrain>(id, $"{Layer}#{nextReplica++}");
+            var grain = GrainFactory.GetGrain<IExpertReplicaGrain>(id, $"{Layer}#{list.Count}");
             var hint = live.FirstOrDefault(l => l.Silo.ToString() == target)?.Silo;
             if (hint is not null) RequestContext.Set(IPlacementDirector.PlacementHintKey, hint);
             ExpertPlacement placed;
@@ -103,8 +111,9 @@ public sealed partial class RouterGrain
 
     /// <summary>
     /// At the end of the first step of a router that came back from its checkpoint (write side
-    /// held): makes the replicas the checkpoint records. One that cannot be made (no free slot,
-    /// the expert removed) is logged and left out; the step stands either way.
+    /// held): makes the replicas the checkpoint records, reloading by name those that outlived the
+    /// old activation. One that cannot be made (no free slot, the expert removed) is logged and
+    /// left out, with those after it; the step stands either way.
     /// </summary>
     private async Task RestoreReplicas()
     {
@@ -119,7 +128,7 @@ public sealed partial class RouterGrain
             if (column < 0 || missing <= 0) continue;
             try
             {
-                var (all, silos) = await AddReplicas(s, id, column, missing);
+                var (all, silos) = await AddReplicas(s, id, column, missing, restoring: true);
                 logger.LogInformation("Layer {Layer}: expert {Expert}'s {Count} read-only replica(s) made again at version {Version} on {Silos}, as the checkpoint records",
                     Layer, id, all.Count, version, string.Join(", ", silos));
             }

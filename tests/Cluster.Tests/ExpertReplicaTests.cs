@@ -144,4 +144,42 @@ public class ExpertReplicaTests(SharedClusterFixture fixture, ITestOutputHelper 
         AssertBitIdentical(without, withReplicas, "version 3");
         await layer.DeleteAsync();
     }
+
+    [Fact]
+    public async Task A_router_that_comes_back_reloads_the_replicas_that_outlived_it_and_leaks_no_slot()
+    {
+        const string name = "replicas-in-place";
+        var leasedBefore = await LeasedAsync();
+        var layer = await fixture.Client.CreateLayerAsync(name, Spec);
+        using var generator = new Generator(95);
+        await TrainStepAsync(layer, generator);
+        // Expert 1's replica first, then expert 2's two; expert 1's are gone by the checkpoint,
+        // so a count of 2 for expert 2 must find its two copies, not make new ones beside them.
+        Assert.Single(await layer.ReplicateExpertAsync(1, 1));
+        var first = await layer.ReplicateExpertAsync(2, 2);
+        Assert.Equal(1, await layer.RemoveReplicasAsync(1));
+        await TrainStepAsync(layer, generator); // its checkpoint records expert 2's two replicas
+        await layer.FlushAsync();
+        var leased = await LeasedAsync();
+        Assert.Equal(leasedBefore + Spec.NumExperts + 2, leased);
+
+        var router = fixture.Client.Orleans.GetGrain<IMoeRouterGrain>(name);
+        await router.Cast<IGrainManagementExtension>().DeactivateOnIdle();
+        Assert.Equal(2, (await router.GetStats()).Version); // a new activation, from its checkpoint
+        await TrainStepAsync(layer, generator);
+
+        var restored = (await layer.GetStatsAsync()).Replicas.Where(r => r.Expert == 2).ToList();
+        Assert.Equal(2, restored.Count);
+        Assert.All(restored, r => Assert.Equal(3, r.Version));
+        // The same copies, where they were: no slot more than before the router went.
+        Assert.Equal(first.Select(r => (r.Replica, r.Placement)).Order(), restored.Select(r => (r.Replica, r.Placement)).Order());
+        Assert.Equal(leased, await LeasedAsync());
+
+        await layer.DeleteAsync();
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (await LeasedAsync() != leasedBefore && DateTime.UtcNow < deadline) await Task.Delay(50);
+        Assert.Equal(leasedBefore, await LeasedAsync());
+    }
+
+    private async Task<int> LeasedAsync() => (await fixture.Client.GetSlotUsageAsync()).Sum(u => u.Leased);
 }
