@@ -7,8 +7,8 @@ namespace MoeCluster.Client;
 /// Micro-batches in flight: one batch sent as several forwards (then backwards) at once, so that
 /// while the router gates and combines one micro-batch the experts compute another. With two
 /// silo processes, 2 micro-batches took the standard layer's training step to 0.82–0.98 of one
-/// batch's time in four measurements (README, Performance); with one silo, whose compute queue
-/// does all the work in turn, to 0.98–1.11, so it is the caller's choice, not a default.
+/// batch's time in five measurements (README, Performance); with one silo, whose compute queue
+/// does all the work in turn, to 0.96–1.11, so it is the caller's choice, not a default.
 /// </summary>
 public sealed partial class RemoteMoeLayer
 {
