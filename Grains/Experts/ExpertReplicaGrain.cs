@@ -13,9 +13,10 @@ namespace MoeCluster.Grains.Experts;
 /// slot like an expert, holds the weights without optimizer state or gradients, and computes the
 /// same inference forward as the expert (the same <see cref="ExpertComputation"/>), so its rows
 /// come out as the expert's would. Not durable: a lost replica is simply not used again until its
-/// router loads it again.
+/// router loads it again. Kept alive while its silo runs, like an expert: collected when idle it
+/// would lose its weights between two bursts of inference.
 /// </summary>
-[DeviceSlotPlacement]
+[DeviceSlotPlacement, KeepAlive]
 public sealed class ExpertReplicaGrain(
     ComputeQueues queues,
     IClusterSlotView slots,
@@ -73,8 +74,12 @@ public sealed class ExpertReplicaGrain(
 
     public async Task<TensorPayload> Forward(TensorPayload x, long atVersion)
     {
-        var (s, e) = spec is not null && expert is not null ? (spec, expert)
-            : throw new InvalidOperationException($"replica {Name} holds no weights; its router loads it first");
+        if (spec is null || expert is null)
+        {
+            DeactivateOnIdle(); // an empty copy, called after its silo was lost: it holds no slot until loaded
+            throw new InvalidOperationException($"replica {Name} holds no weights; its router loads it first");
+        }
+        var (s, e) = (spec, expert);
         if (atVersion != version)
             throw new InvalidOperationException($"replica {Name} holds version {version}, not {atVersion}; the router loads it again after a step");
         var y = await queue.RunAsync(() =>

@@ -198,13 +198,13 @@ public sealed partial class RouterGrain
     /// </summary>
     private Task<ExpertOutput> InferenceForward(int column, IMoeExpertGrain expert, long batchId, TensorPayload input, long at)
     {
-        var usable = replicas.TryGetValue(expertIds[column], out var list) ? list.Where(r => r.Version == at).Select(r => r.Grain).ToArray() : [];
+        var usable = replicas.TryGetValue(expertIds[column], out var list) ? list.Where(r => r.Version == at).ToArray() : [];
         var rows = input.Shape[0];
         if (usable.Length == 0 || rows < 2) return UndeliveredRetry.Call(() => expert.Forward(batchId, input, false, at, null));
-        return SplitForward(expert, usable, batchId, input, at);
+        return SplitForward(expertIds[column], expert, usable, batchId, input, at);
     }
 
-    private static async Task<ExpertOutput> SplitForward(IMoeExpertGrain expert, IExpertReplicaGrain[] usable, long batchId, TensorPayload input, long at)
+    private async Task<ExpertOutput> SplitForward(int id, IMoeExpertGrain expert, Replica[] usable, long batchId, TensorPayload input, long at)
     {
         var rows = input.Shape[0];
         var parts = (int)Math.Min(rows, usable.Length + 1);
@@ -218,7 +218,7 @@ public sealed partial class RouterGrain
             start += n;
         }
         var own = UndeliveredRetry.Call(() => expert.Forward(batchId, chunks[0], false, at, null));
-        var others = Enumerable.Range(1, parts - 1).Select(p => UndeliveredRetry.Call(() => usable[p - 1].Forward(chunks[p], at))).ToArray();
+        var others = Enumerable.Range(1, parts - 1).Select(p => ReplicaOrExpert(id, usable[p - 1], expert, batchId, chunks[p], at)).ToArray();
         var first = await own;
         var outputs = new[] { first.Value }.Concat(await Task.WhenAll(others)).ToArray();
         var joined = new byte[outputs.Sum(o => o.Data.LongLength)];
@@ -229,5 +229,28 @@ public sealed partial class RouterGrain
             offset += o.Data.LongLength;
         }
         return new ExpertOutput(new TensorPayload([rows, first.Value.Shape[1]], first.Value.DType, joined), first.Incarnation);
+    }
+
+    /// <summary>
+    /// A replica's part of the rows, or the expert's computation of it when the replica cannot
+    /// answer: its silo was lost, or it came back empty. Replicas are not durable, so that is no
+    /// error of the caller's forward; the replica is left out until the next step loads it again.
+    /// </summary>
+    private async Task<TensorPayload> ReplicaOrExpert(int id, Replica replica, IMoeExpertGrain expert, long batchId, TensorPayload rows, long at)
+    {
+        try
+        {
+            return await UndeliveredRetry.Call(() => replica.Grain.Forward(rows, at));
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            if (replica.Version == at)
+            {
+                replica.Version = -1;
+                logger.LogWarning("Layer {Layer}: a replica of expert {Expert} failed an inference forward ({Error}); the expert computes its rows until the next step loads it again",
+                    Layer, id, e.Message);
+            }
+            return (await UndeliveredRetry.Call(() => expert.Forward(batchId, rows, false, at, null))).Value;
+        }
     }
 }

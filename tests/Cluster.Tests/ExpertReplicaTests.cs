@@ -181,5 +181,41 @@ public class ExpertReplicaTests(SharedClusterFixture fixture, ITestOutputHelper 
         Assert.Equal(leasedBefore, await LeasedAsync());
     }
 
+    [Fact]
+    public async Task A_replica_that_lost_its_weights_is_stood_in_for_by_its_expert_until_the_next_step()
+    {
+        const string name = "replicas-lost";
+        var layer = await fixture.Client.CreateLayerAsync(name, Spec);
+        using var generator = new Generator(96);
+        await TrainStepAsync(layer, generator);
+        using var x = randn(300, Spec.DModel, generator: generator);
+        using var plain = await InferAsync(layer, x);
+        var hot = (await layer.GetStatsAsync()).Experts.MaxBy(e => e.TokensRouted)!.Expert.Index;
+        Assert.Equal(2, (await layer.ReplicateExpertAsync(hot, 2)).Length);
+
+        // Replica 0 goes away, as when its silo is lost: a new activation of it holds no weights.
+        var lost = fixture.Client.Orleans.GetGrain<IExpertReplicaGrain>(hot, $"{name}#0");
+        await lost.Cast<IGrainManagementExtension>().DeactivateOnIdle();
+        using (var served = await InferAsync(layer, x)) AssertBitIdentical(plain, served, "with a replica lost");
+        var after = (await layer.GetStatsAsync()).Replicas.OrderBy(r => r.Replica).ToList();
+        Assert.Equal(-1, after[0].Version); // empty, and left out
+        Assert.Equal(0, after[0].TokensProcessed);
+        Assert.True(after[1].TokensProcessed > 0, "the other replica served no rows");
+        var untouched = after[1].TokensProcessed;
+        using (var again = await InferAsync(layer, x)) AssertBitIdentical(plain, again, "with the lost replica left out");
+        Assert.True((await layer.GetStatsAsync()).Replicas.Single(r => r.Replica == 1).TokensProcessed > untouched, "the live replica was left out too");
+
+        // The next step loads it again, and both serve.
+        await TrainStepAsync(layer, generator);
+        var stepped = (await layer.GetStatsAsync()).Replicas;
+        Assert.All(stepped, r => Assert.Equal(2, r.Version));
+        using var withReplicas = await InferAsync(layer, x);
+        Assert.All((await layer.GetStatsAsync()).Replicas, r => Assert.True(r.TokensProcessed > stepped.Single(s => s.Replica == r.Replica).TokensProcessed, $"replica {r.Replica} served no rows"));
+        Assert.Equal(2, await layer.RemoveReplicasAsync(hot));
+        using var without = await InferAsync(layer, x);
+        AssertBitIdentical(without, withReplicas, "version 2");
+        await layer.DeleteAsync();
+    }
+
     private async Task<int> LeasedAsync() => (await fixture.Client.GetSlotUsageAsync()).Sum(u => u.Leased);
 }
