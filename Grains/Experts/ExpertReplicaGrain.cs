@@ -13,10 +13,13 @@ namespace MoeCluster.Grains.Experts;
 /// slot like an expert, holds the weights without optimizer state or gradients, and computes the
 /// same inference forward as the expert (the same <see cref="ExpertComputation"/>), so its rows
 /// come out as the expert's would. Not durable: a lost replica is simply not used again until its
-/// router loads it again. Kept alive while its silo runs, like an expert: collected when idle it
-/// would lose its weights between two bursts of inference.
+/// router loads it again. Unlike an expert it is not kept alive: Orleans collects it when idle,
+/// which also frees the slot of a copy that no router knows of any more (one made after the
+/// router's newest checkpoint, when the router was then lost); one collected while its router
+/// still counts on it comes back empty, and the router has the expert compute its rows until the
+/// next step loads it again.
 /// </summary>
-[DeviceSlotPlacement, KeepAlive]
+[DeviceSlotPlacement]
 public sealed class ExpertReplicaGrain(
     ComputeQueues queues,
     IClusterSlotView slots,
