@@ -35,11 +35,12 @@ internal sealed class LayerInputGuard(bool validateValues, long maxMessageBytes)
         // expert gets (at most all of them) in the layer's wire dtype.
         var elementBytes = Math.Max(t.element_size(), TensorPayload.ElementSize(spec.WireDType));
         var rowElements = t.shape.Length > 1 ? t.NumberOfElements / Math.Max(1, t.shape[0]) : 1;
-        var bytes = (t.shape.Length > 0 && largestPartRows < t.shape[0] ? largestPartRows * rowElements : t.NumberOfElements) * elementBytes;
+        var inParts = t.shape.Length > 0 && largestPartRows < t.shape[0];
+        var bytes = (inParts ? largestPartRows * rowElements : t.NumberOfElements) * elementBytes;
         if (bytes > MaxMessageBytes - Headroom)
         {
-            var rows = Math.Max(1, (MaxMessageBytes - Headroom) / Math.Max(1, t.shape.Length > 1 ? t.shape[1] * elementBytes : elementBytes));
-            var parts = t.shape.Length > 0 && largestPartRows < t.shape[0] ? $" in micro-batches of up to {largestPartRows} rows" : "";
+            var rows = Math.Max(1, (MaxMessageBytes - Headroom) / Math.Max(1, rowElements * elementBytes));
+            var parts = inParts ? $" in micro-batches of up to {largestPartRows} rows" : "";
             throw new ArgumentException(
                 $"{name} of shape [{string.Join(", ", t.shape)}]{parts} needs messages of {bytes} bytes; one call to the cluster carries at most " +
                 $"{MaxMessageBytes - Headroom} (Orleans' MaxMessageBodySize {MaxMessageBytes} less 1 MiB); split it into micro-batches of at most {rows} tokens", name);

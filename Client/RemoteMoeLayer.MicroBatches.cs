@@ -24,8 +24,7 @@ public sealed partial class RemoteMoeLayer
         ArgumentNullException.ThrowIfNull(x);
         if (microBatches < 1)
             throw new ArgumentOutOfRangeException(nameof(microBatches), microBatches, $"micro-batches is {microBatches}; expected at least 1");
-        if (x.dim() != 2 || x.shape[1] != Spec.DModel)
-            throw new ArgumentException($"x has shape [{string.Join(", ", x.shape)}]; layer \"{Name}\" expects [tokens, {Spec.DModel}]", nameof(x));
+        CheckShape(x);
         var slices = MicroBatchedForward.Slices(x.shape[0], microBatches);
         if (slices.Length == 1)
         {
@@ -34,7 +33,7 @@ public sealed partial class RemoteMoeLayer
         }
         // The whole batch, before any slice is sent; the message limit applies to a slice.
         guard.Check(x, nameof(x), Name, Spec, slices.Max(s => s.Rows));
-        if (labels is not null) CheckLabelCounts(labels, x.shape[0]);
+        labels?.CheckCounts(x.shape[0]); // before the labels are cut; the router checks their values
         // The views live until their calls end: a forward reads its x's device after the answer comes.
         var views = slices.Select(s => x.narrow(0, s.Start, s.Rows)).ToArray();
         var calls = slices.Select((s, i) => ForwardCheckedAsync(views[i], train, null, labels is null ? null : Slice(labels, s.Start, s.Rows))).ToArray();
@@ -82,8 +81,7 @@ public sealed partial class RemoteMoeLayer
             throw new ArgumentException($"dy has shape [{string.Join(", ", dy.shape)}]; expected [{rows}, {Spec.DModel}] like the forward's y", nameof(dy));
         if (forward.BatchIds.Length == 1) return await BackwardAsync(forward.BatchIds[0], dy, auxGrad);
         guard.Check(dy, nameof(dy), Name, Spec, forward.Rows.Max());
-        if (!double.IsFinite(auxGrad))
-            throw new ArgumentException($"∂L/∂aux is {auxGrad}; expected a finite number", nameof(auxGrad));
+        CheckAuxGrad(auxGrad);
         var share = auxGrad / forward.BatchIds.Length;
         var starts = forward.Rows.Select((_, i) => forward.Rows.Take(i).Sum()).ToArray();
         var views = forward.Rows.Select((rows, i) => dy.narrow(0, starts[i], rows)).ToArray();
@@ -110,17 +108,6 @@ public sealed partial class RemoteMoeLayer
         var dx = cat(parts, 0);
         foreach (var p in parts) p.Dispose();
         return dx;
-    }
-
-    // The router checks the labels' values; the counts are checked here, before the labels are cut.
-    private static void CheckLabelCounts(TokenLabels labels, long rows)
-    {
-        foreach (var (values, what) in new[] { (labels.TokenIds, "token ids"), (labels.Classes, "classes") })
-        {
-            if (values is null) throw new ArgumentException($"{what} is null; expected an array (empty when not given)", nameof(labels));
-            if (values.Length != 0 && values.Length != rows)
-                throw new ArgumentException($"{what} has {values.Length} label(s); expected one per token ({rows}) or none", nameof(labels));
-        }
     }
 
     private static TokenLabels Slice(TokenLabels labels, long start, long rows)

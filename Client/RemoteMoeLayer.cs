@@ -91,10 +91,21 @@ public sealed partial class RemoteMoeLayer
     public async Task<RemoteLayerForward> ForwardAsync(Tensor x, bool train = true, long? batchId = null, TokenLabels? labels = null)
     {
         ArgumentNullException.ThrowIfNull(x);
-        if (x.dim() != 2 || x.shape[1] != Spec.DModel)
-            throw new ArgumentException($"x has shape [{string.Join(", ", x.shape)}]; layer \"{Name}\" expects [tokens, {Spec.DModel}]", nameof(x));
+        CheckShape(x);
         guard.Check(x, nameof(x), Name, Spec);
         return await ForwardCheckedAsync(x, train, batchId, labels);
+    }
+
+    private void CheckShape(Tensor x)
+    {
+        if (x.dim() != 2 || x.shape[1] != Spec.DModel)
+            throw new ArgumentException($"x has shape [{string.Join(", ", x.shape)}]; layer \"{Name}\" expects [tokens, {Spec.DModel}]", nameof(x));
+    }
+
+    private static void CheckAuxGrad(double auxGrad)
+    {
+        if (!double.IsFinite(auxGrad))
+            throw new ArgumentException($"∂L/∂aux is {auxGrad}; expected a finite number", nameof(auxGrad));
     }
 
     // The forward once x is checked (by ForwardAsync, or whole by ForwardMicroBatchesAsync).
@@ -176,8 +187,7 @@ public sealed partial class RemoteMoeLayer
     {
         ArgumentNullException.ThrowIfNull(dy);
         guard.Check(dy, nameof(dy), Name, Spec);
-        if (!double.IsFinite(auxGrad))
-            throw new ArgumentException($"∂L/∂aux is {auxGrad}; expected a finite number", nameof(auxGrad));
+        CheckAuxGrad(auxGrad);
         return await BackwardCheckedAsync(batchId, dy, auxGrad);
     }
 

@@ -20,11 +20,9 @@ public sealed class SpecializationTally(int numExperts)
     /// <summary>Throws an <see cref="ArgumentException"/> when the labels do not fit a micro-batch of <paramref name="rows"/> tokens.</summary>
     public static void Check(TokenLabels labels, long rows)
     {
-        void CheckOne(int[]? values, string what, int limit)
+        labels.CheckCounts(rows);
+        void CheckOne(int[] values, string what, int limit)
         {
-            if (values is null) throw new ArgumentException($"{what} is null; expected an array (empty when not given)");
-            if (values.Length != 0 && values.Length != rows)
-                throw new ArgumentException($"{what} has {values.Length} label(s); expected one per token ({rows}) or none");
             foreach (var v in values)
                 if (v < 0 || v >= limit) throw new ArgumentException($"{what} has label {v}; expected 0 ≤ label < {limit}");
         }
