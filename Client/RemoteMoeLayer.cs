@@ -409,6 +409,22 @@ public sealed partial class RemoteMoeLayer
     public Task<long> FlushAsync() => Retry(() => router.Flush());
 
     /// <summary>
+    /// Takes the layer back to <paramref name="version"/>, a durable version that the store still
+    /// holds (it keeps the two newest per key), with no gradients and no micro-batch in flight: for
+    /// a trainer that resumes from its own checkpoint of that step while the layer went on past it.
+    /// What this object logged for replay is dropped; call it before training with this object.
+    /// </summary>
+    public async Task<long> RestoreAsync(long version)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(version);
+        var reached = await Retry(() => router.Recover(version));
+        log.ForgetThrough(long.MaxValue);
+        routerEpoch = null;
+        this.version = reached;
+        return reached;
+    }
+
+    /// <summary>
     /// Freezes the router, experts, or chosen experts, and sets per-expert learning-rate multipliers
     /// and the router's own rate, from the next step on (see <see cref="TrainingControls"/>). Call it
     /// at a step boundary: the layer refuses while a training micro-batch is in flight. A recovery

@@ -50,8 +50,11 @@ public interface IMoeRouterGrain : IGrainWithStringKey
     /// After a failure (a lost silo): brings the router and every expert back to the layer's
     /// newest durable version, with no gradients and no micro-batch in flight, reactivating lost
     /// experts from their checkpoints. Returns that version; the caller replays what came after.
+    /// With <paramref name="target"/>: to that older durable version instead, one the store still
+    /// holds (it keeps two per key), as a trainer resuming from its own checkpoint of that step
+    /// asks; a newer one than the durable version is refused.
     /// </summary>
-    Task<long> Recover();
+    Task<long> Recover(long? target = null);
 
     /// <summary>Identifies this activation of the router: it changes when the router is reactivated (its silo was lost).</summary>
     [AlwaysInterleave]

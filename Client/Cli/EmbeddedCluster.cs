@@ -12,23 +12,33 @@ public sealed class EmbeddedCluster : IAsyncDisposable
 {
     private readonly List<IHost> hosts = [];
 
-    private EmbeddedCluster(string clusterId, string store)
+    private readonly bool ownsStore;
+
+    private EmbeddedCluster(string clusterId, string store, bool ownsStore)
     {
         ClusterId = clusterId;
         Store = store;
+        this.ownsStore = ownsStore;
     }
 
     public string ClusterId { get; }
-    /// <summary>The silos' checkpoint directory: temporary, like the cluster, and deleted with it.</summary>
+    /// <summary>The silos' checkpoint directory: temporary, like the cluster, and deleted with it, unless the caller named one.</summary>
     public string Store { get; }
     public int[] GatewayPorts { get; private set; } = [];
     public int SiloCount => hosts.Count;
 
-    public static async Task<EmbeddedCluster> StartAsync(int silos, int expertsPerDevice, CancellationToken cancellationToken = default)
+    /// <summary>
+    /// Starts the silos. With <paramref name="store"/>, checkpoints go to that directory and stay
+    /// when the cluster stops, so that a later cluster on it finds the layers again (a trainer
+    /// that resumes); without it, to a temporary one.
+    /// </summary>
+    public static async Task<EmbeddedCluster> StartAsync(int silos, int expertsPerDevice, CancellationToken cancellationToken = default, string? store = null)
     {
         if (silos < 1) throw new ArgumentException($"--silos is {silos}; expected ≥ 1");
-        var cluster = new EmbeddedCluster($"moe-embedded-{Environment.ProcessId}",
-            Directory.CreateTempSubdirectory("moe-embedded-store-").FullName);
+        var cluster = store is null
+            ? new EmbeddedCluster($"moe-embedded-{Environment.ProcessId}", Directory.CreateTempSubdirectory("moe-embedded-store-").FullName, ownsStore: true)
+            // The store keys its checkpoints by cluster id: one that does not change from run to run.
+            : new EmbeddedCluster("moe-embedded", Directory.CreateDirectory(store).FullName, ownsStore: false);
         var ports = LoopbackPorts.Free(2 * silos);
         try
         {
@@ -67,6 +77,7 @@ public sealed class EmbeddedCluster : IAsyncDisposable
             hosts[i].Dispose();
         }
         hosts.Clear();
-        try { Directory.Delete(Store, recursive: true); } catch (IOException) { }
+        if (ownsStore)
+            try { Directory.Delete(Store, recursive: true); } catch (IOException) { }
     }
 }

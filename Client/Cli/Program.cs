@@ -16,6 +16,7 @@ var root = new RootCommand("moe: the MoeCluster command-line tool. `./moe <comma
     LoadCommand.Create(),
     ExpertsCommand.Create(),
     RebalanceCommand.Create(),
+    MoeCluster.Cli.Lm.LmCommand.Create(),
 };
 try
 {

@@ -665,20 +665,24 @@ public sealed partial class RouterGrain(
         }
     }
 
-    public async Task<long> Recover()
+    public async Task<long> Recover(long? target = null)
     {
         Ready();
         using var writing = await weights.WriteAsync();
         await CommitSettled(); // a commit that completes still counts
+        var to = target ?? durableVersion;
+        if (to < 0 || to > durableVersion)
+            throw new ArgumentException($"layer \"{Layer}\" can go back to a durable version from 0 to {durableVersion}; version {to} was asked");
         var dropped = pending.Count;
         await DiscardPending();
         var from = version;
-        if (version > durableVersion) await LoadCheckpoint(durableVersion);
+        if (version > to) await LoadCheckpoint(to); // throws, naming the version, when the store no longer has it
         else
         {
             var r = router!;
             await queue.RunAsync(() => ModelState.ZeroGradients([r.GateWeight]));
         }
+        durableVersion = to;
         // Lost experts reactivate elsewhere from their checkpoints here; survivors drop their
         // gradients and saved forwards, or roll back a step the layer never committed.
         await BringExpertsTo(durableVersion);
