@@ -50,7 +50,9 @@ public sealed class MoeClusterClient : IAsyncDisposable
         var connectionLoss = new ConnectionLossSignal();
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
-        builder.Logging.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Warning)
+        // Warnings go to stderr: a program's stdout is its own (the CLI's --json output, for one).
+        builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace)
+            .AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Warning)
             .AddFilter("Orleans", LogLevel.Error) // a lost silo is reported once, by the layer that recovers from it
             .AddFilter("Microsoft.Extensions.Hosting", LogLevel.None); // a failed start is the exception ConnectAsync throws
         builder.UseOrleansClient(client =>

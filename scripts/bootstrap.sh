@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks each prerequisite of MoeCluster and installs only what is missing, printing one line per
 # check or action. Safe to run any number of times. Sourced by ./moe; callable on its own.
-#   bootstrap.sh [redis] [chromium]   -- also make sure a redis-server / chromium binary is present
+#   bootstrap.sh [redis] [chromium] [fortunes]   -- also make sure redis-server, chromium, Debian's fortunes text are present
 set -euo pipefail
 
 say() { printf 'bootstrap: %s\n' "$*"; }
@@ -92,6 +92,16 @@ ensure_chromium() {
   } || die "apt-get install chromium failed"
 }
 
+ensure_fortunes() {
+  if [ -f /usr/share/games/fortunes/fortunes ]; then say "fortunes text: ok"; return; fi
+  need_root fortunes "apt-get install fortunes"
+  say "installing fortunes from Debian's packages: the language model (./moe lm) trains on its text"
+  DEBIAN_FRONTEND=noninteractive as_root apt-get -y -qq install fortunes >/dev/null 2>&1 || {
+    as_root apt-get -qq update >/dev/null
+    DEBIAN_FRONTEND=noninteractive as_root apt-get -y -qq install fortunes >/dev/null
+  } || die "apt-get install fortunes failed"
+}
+
 bootstrap_main() {
   ensure_dotnet
   ensure_libstdcxx
@@ -99,7 +109,8 @@ bootstrap_main() {
     case "$want" in
       redis) ensure_redis ;;
       chromium) ensure_chromium ;;
-      *) die "unknown prerequisite '$want'; known: redis, chromium" ;;
+      fortunes) ensure_fortunes ;;
+      *) die "unknown prerequisite '$want'; known: redis, chromium, fortunes" ;;
     esac
   done
 }

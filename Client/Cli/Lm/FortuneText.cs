@@ -84,6 +84,7 @@ public sealed class FortuneText
     /// <summary><paramref name="count"/> validation windows spread evenly over the held-out text, in batches of <paramref name="batch"/>.</summary>
     public IEnumerable<(Tensor Inputs, Tensor Targets)> ValidationBatches(int count, int batch)
     {
+        if (count < 1 || batch < 1) throw new ArgumentException($"--eval-windows {count} and --batch {batch}: expected at least 1 each");
         count = Math.Min(count, ValidationWindows);
         var starts = Enumerable.Range(0, count).Select(j => (long)j * ValidationWindows / count * Context).ToArray();
         for (int i = 0; i < starts.Length; i += batch)

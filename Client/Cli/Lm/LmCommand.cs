@@ -9,7 +9,7 @@ public static class LmCommand
     public static Command Create() => new("lm", "A byte-level Switch Transformer language model, its MoE layers on the cluster, trained on Debian's fortunes.\n\n" +
         "Example: ./moe lm train --steps 2000 --experts 8\n" + ExitCodes.Help)
     {
-        Train(), Sweep(), Generate(), Bench(),
+        Train(), Sweep(), Generate(), Evaluate(), Bench(),
     };
 
     private static Command Train()
@@ -85,6 +85,28 @@ public static class LmCommand
             var text = parse.GetValue(prompt)!;
             var sampled = LmSampler.Sample(model, Encoding.UTF8.GetBytes(text), parse.GetValue(bytes), parse.GetValue(temperature), parse.GetValue(topK), parse.GetValue(seed));
             Console.WriteLine(text + LmSampler.Text(sampled));
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    private static Command Evaluate()
+    {
+        var file = new Option<string>("--model") { Description = "The model.safetensors that lm train wrote", DefaultValueFactory = _ => Path.Combine(new LmTrainOptions().Run, "model.safetensors") };
+        var windows = new Option<int>("--eval-windows") { Description = "Validation windows, spread over the held-out text", DefaultValueFactory = _ => new LmTrainSettings().EvalWindows };
+        var batch = new Option<int>("--batch") { Description = "Windows per forward", DefaultValueFactory = _ => new LmTrainSettings().Batch };
+        var text = new Option<string>("--text") { Description = "The directory of the fortunes text", DefaultValueFactory = _ => FortuneText.DefaultDirectory };
+        var json = new Option<bool>("--json") { Description = "Print only a JSON object on stdout" };
+        var command = new Command("eval", "The validation loss of an exported model, its MoE layers computed in this process (the windows lm train validates on).\n\n" +
+            "Example: ./moe lm eval --model lm-run/model.safetensors\n" + ExitCodes.Help)
+        { file, windows, batch, text, json };
+        command.SetAction(parse =>
+        {
+            using var model = LmExport.Load(parse.GetValue(file)!);
+            var data = FortuneText.Load(model.Config.Context, model.Config.Seed, parse.GetValue(text)!);
+            var loss = LmSession.ValidationLoss(model, data, parse.GetValue(windows), parse.GetValue(batch));
+            if (parse.GetValue(json)) CliJson.Print(new { ValidationLoss = loss, Windows = Math.Min(parse.GetValue(windows), data.ValidationWindows) });
+            else Console.WriteLine($"validation loss {loss:F6} nats per byte over {Math.Min(parse.GetValue(windows), data.ValidationWindows)} windows");
             return ExitCodes.Ok;
         });
         return command;

@@ -180,21 +180,28 @@ public sealed class LmSession : IAsyncDisposable
     /// <summary>The mean next-byte cross-entropy over the validation windows, in eval mode (eval capacity, nothing saved).</summary>
     public double Evaluate()
     {
-        Model.eval();
+        var loss = ValidationLoss(Model, Text, Settings.EvalWindows, Settings.Batch);
+        History.Validation.Add(new LmValidationPoint(Step, loss));
+        return loss;
+    }
+
+    /// <summary>The mean next-byte cross-entropy (nats) of <paramref name="model"/> over <paramref name="windows"/> validation windows.</summary>
+    public static double ValidationLoss(SwitchLm model, FortuneText text, int windows, int batch)
+    {
+        var training = model.training;
+        model.eval();
         double sum = 0;
         long count = 0;
-        foreach (var (inputs, targets) in Text.ValidationBatches(Settings.EvalWindows, Settings.Batch))
+        foreach (var (inputs, targets) in text.ValidationBatches(windows, batch))
         {
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
-            var logits = Model.forward(inputs);
+            var logits = model.forward(inputs);
             sum += nn.functional.cross_entropy(logits.view(-1, LmConfig.Vocabulary), targets.view(-1), reduction: nn.Reduction.Sum).item<float>();
             count += targets.numel();
         }
-        Model.train();
-        var loss = sum / count;
-        History.Validation.Add(new LmValidationPoint(Step, loss));
-        return loss;
+        model.train(training);
+        return sum / count;
     }
 
     /// <summary>
