@@ -70,16 +70,8 @@ public class LmCommandTests(ITestOutputHelper output)
         }
     }
 
-    private static string[] SafeTensorsNames(string path)
-    {
-        using var file = File.OpenRead(path);
-        var length = new byte[8];
-        file.ReadExactly(length);
-        var header = new byte[BitConverter.ToInt64(length)];
-        file.ReadExactly(header);
-        using var json = JsonDocument.Parse(header);
-        return json.RootElement.EnumerateObject().Select(p => p.Name).Where(n => n != "__metadata__").ToArray();
-    }
+    private static string[] SafeTensorsNames(string path) =>
+        SafeTensorsHeader(path).EnumerateObject().Select(p => p.Name).Where(n => n != "__metadata__").ToArray();
 
     [Fact]
     public async Task A_trainer_killed_with_SIGKILL_then_resumed_ends_bit_identical_to_an_uninterrupted_run()
@@ -96,13 +88,7 @@ public class LmCommandTests(ITestOutputHelper output)
             var record = Path.Combine(killed, "checkpoint.safetensors");
             using (var trainer = Start(Train(killed, 40)))
             {
-                var deadline = DateTime.UtcNow.AddMinutes(3);
-                while (!(File.Exists(record) && CheckpointStep(record) >= 20))
-                {
-                    Assert.False(trainer.HasExited, "the trainer ended before its checkpoint of step 20");
-                    Assert.True(DateTime.UtcNow < deadline, "no checkpoint of step 20 within 3 minutes");
-                    await Task.Delay(20);
-                }
+                await WaitForCheckpoint(trainer, killed, 20);
                 await Task.Delay(300);
                 trainer.Kill();
                 await trainer.WaitForExitAsync();
@@ -131,24 +117,14 @@ public class LmCommandTests(ITestOutputHelper output)
         await using var client = await cluster.Connect();
         try
         {
-            // Both runs name their layers alike: a layer's initial weights come from its name and seed.
-            var reference = await RunJson(Train(Path.Combine(root, "straight"), 30, connect));
-            await (await client.GetLayerAsync("lm-ffn-0")).DeleteAsync();
-            await (await client.GetLayerAsync("lm-ffn-1")).DeleteAsync();
+            var reference = await ReferenceRun(client, connect, Path.Combine(root, "straight"), 30);
 
             // The layers outlive the trainer here, and go on past its last checkpoint: the
             // resumed run has to take them back to it.
             var killed = Path.Combine(root, "killed");
             using (var trainer = Start(Train(killed, 30, connect)))
             {
-                var record = Path.Combine(killed, "checkpoint.safetensors");
-                var deadline = DateTime.UtcNow.AddMinutes(3);
-                while (!(File.Exists(record) && CheckpointStep(record) >= 10))
-                {
-                    Assert.False(trainer.HasExited, "the trainer ended before its checkpoint of step 10");
-                    Assert.True(DateTime.UtcNow < deadline, "no checkpoint of step 10 within 3 minutes");
-                    await Task.Delay(10);
-                }
+                await WaitForCheckpoint(trainer, killed, 10);
                 await Task.Delay(150);
                 trainer.Kill();
                 await trainer.WaitForExitAsync();
@@ -179,28 +155,19 @@ public class LmCommandTests(ITestOutputHelper output)
         await using var client = await cluster.Connect();
         try
         {
-            var reference = await RunJson(Train(Path.Combine(root, "straight"), 60, connect));
-            await (await client.GetLayerAsync("lm-ffn-0")).DeleteAsync();
-            await (await client.GetLayerAsync("lm-ffn-1")).DeleteAsync();
+            var reference = await ReferenceRun(client, connect, Path.Combine(root, "straight"), 60);
 
             var run = Path.Combine(root, "failover");
             var trainer = Start(Train(run, 60, connect));
             var stdout = trainer.StandardOutput.ReadToEndAsync();
             var stderr = trainer.StandardError.ReadToEndAsync();
-            var deadline = DateTime.UtcNow.AddMinutes(3);
-            var record = Path.Combine(run, "checkpoint.safetensors");
-            while (!(File.Exists(record) && CheckpointStep(record) >= 10))
-            {
-                if (trainer.HasExited) Assert.Fail($"the trainer ended before its checkpoint of step 10: {await stderr}");
-                Assert.True(DateTime.UtcNow < deadline, "no checkpoint of step 10 within 3 minutes");
-                await Task.Delay(10);
-            }
+            await WaitForCheckpoint(trainer, run, 10);
             // A silo that hosts experts of the run: the one with the most leased slots.
             var usage = await client.GetSlotUsageAsync();
             var busiest = usage.OrderByDescending(u => u.Leased).First().Silo;
             var victim = cluster.Silos.First(s => busiest.Contains($":{s.SiloPort}"));
             await victim.DisposeAsync();
-            var step = CheckpointStep(record);
+            var step = CheckpointStep(Path.Combine(run, "checkpoint.safetensors"));
             output.WriteLine($"killed silo {victim.SiloPort} ({usage.First(u => u.Silo == busiest).Leased} slots leased) after the checkpoint of step {step}");
             Assert.False(File.Exists(Path.Combine(run, "model.safetensors")), "the silo was killed after the run ended");
 
@@ -305,8 +272,12 @@ public class LmCommandTests(ITestOutputHelper output)
         WorkingDirectory = MoeProcess.RepositoryRoot,
     })!;
 
-    /// <summary>The step a run's checkpoint names (its safetensors metadata), read without TorchSharp.</summary>
-    private static long CheckpointStep(string path)
+    /// <summary>The step a run's checkpoint names (its safetensors metadata).</summary>
+    private static long CheckpointStep(string path) =>
+        long.Parse(SafeTensorsHeader(path).GetProperty("__metadata__").GetProperty("step").GetString()!);
+
+    /// <summary>A safetensors file's JSON header, read without TorchSharp.</summary>
+    private static JsonElement SafeTensorsHeader(string path)
     {
         for (int attempt = 0; ; attempt++)
         {
@@ -317,10 +288,35 @@ public class LmCommandTests(ITestOutputHelper output)
                 file.ReadExactly(length);
                 var header = new byte[BitConverter.ToInt64(length)];
                 file.ReadExactly(header);
-                using var json = JsonDocument.Parse(header);
-                return long.Parse(json.RootElement.GetProperty("__metadata__").GetProperty("step").GetString()!);
+                return JsonDocument.Parse(header).RootElement.Clone();
             }
             catch (IOException) when (attempt < 5) { Thread.Sleep(20); } // renamed over while being read
+        }
+    }
+
+    /// <summary>
+    /// The uninterrupted run on <paramref name="connect"/>'s cluster, whose layers are then deleted so
+    /// that the run under test creates its own under the same names (a layer's initial weights come
+    /// from its name and seed).
+    /// </summary>
+    private static async Task<JsonElement> ReferenceRun(MoeClusterClient client, string connect, string run, int steps)
+    {
+        var reference = await RunJson(Train(run, steps, connect));
+        await (await client.GetLayerAsync("lm-ffn-0")).DeleteAsync();
+        await (await client.GetLayerAsync("lm-ffn-1")).DeleteAsync();
+        return reference;
+    }
+
+    /// <summary>Waits until the trainer has written its checkpoint of step <paramref name="step"/> or a later one.</summary>
+    private static async Task WaitForCheckpoint(Process trainer, string run, long step)
+    {
+        var record = Path.Combine(run, "checkpoint.safetensors");
+        var deadline = DateTime.UtcNow.AddMinutes(3);
+        while (!(File.Exists(record) && CheckpointStep(record) >= step))
+        {
+            Assert.False(trainer.HasExited, $"the trainer ended before its checkpoint of step {step}");
+            Assert.True(DateTime.UtcNow < deadline, $"no checkpoint of step {step} within 3 minutes");
+            await Task.Delay(10);
         }
     }
 }

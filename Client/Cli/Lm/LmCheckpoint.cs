@@ -57,18 +57,7 @@ public sealed record LmCheckpoint(
     public static void Restore(string path, SwitchLm model, optim.Optimizer optimizer)
     {
         using var content = SafeTensorsFile.Read(path);
-        var parameters = model.LocalParameters();
-        var stored = content.Tensors.Keys.Where(k => k.StartsWith(LocalPrefix, StringComparison.Ordinal)).Select(k => k[LocalPrefix.Length..]).ToHashSet();
-        if (!stored.SetEquals(parameters.Keys))
-            throw new ArgumentException($"{path} holds the local weights [{string.Join(", ", stored.Order().Take(6))}, …]; the model has [{string.Join(", ", parameters.Keys.Order().Take(6))}, …]");
-        using (no_grad())
-            foreach (var (name, p) in parameters)
-            {
-                var value = content.Tensors[LocalPrefix + name];
-                if (!value.shape.SequenceEqual(p.shape))
-                    throw new ArgumentException($"{path} has {name} as [{string.Join(", ", value.shape)}]; the model expects [{string.Join(", ", p.shape)}]");
-                p.copy_(value);
-            }
+        model.LoadLocalParameters(content.Tensors, LocalPrefix, path);
         ModelState.RestoreOptimizer(optimizer, content.Tensors[OptimizerTensor].data<byte>().ToArray(), $"the model in {path}");
     }
 }

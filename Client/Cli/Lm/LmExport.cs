@@ -60,26 +60,15 @@ public static class LmExport
         var model = new SwitchLm(config, block => config.IsMoe(block)
             ? new InProcessMoeFfn(config.LayerSpec(block, settings.Optimizer, 1), $"loaded-{block}")
             : new DenseFfn(config.DModel, config.DFF));
-        var parameters = model.LocalParameters();
-        var extra = content.Tensors.Keys.Except(parameters.Keys).Order().ToList();
-        var missing = parameters.Keys.Except(content.Tensors.Keys).Order().ToList();
-        if (extra.Count > 0 || missing.Count > 0)
+        try
+        {
+            model.LoadLocalParameters(content.Tensors, "", path);
+        }
+        catch
         {
             model.Dispose();
-            throw new ArgumentException($"{path} does not fit its config: {missing.Count} tensor(s) missing ({string.Join(", ", missing.Take(4))}), " +
-                $"{extra.Count} unknown ({string.Join(", ", extra.Take(4))})");
+            throw;
         }
-        using (no_grad())
-            foreach (var (name, p) in parameters)
-            {
-                var value = content.Tensors[name];
-                if (!value.shape.SequenceEqual(p.shape))
-                {
-                    model.Dispose();
-                    throw new ArgumentException($"{path} has {name} as [{string.Join(", ", value.shape)}]; its config implies [{string.Join(", ", p.shape)}]");
-                }
-                p.copy_(value);
-            }
         model.eval();
         return model;
     }

@@ -95,4 +95,27 @@ public sealed class SwitchLm : Module<Tensor, Tensor>
 
     /// <summary>The parameters that live in this process, by name (the cluster's layers hold theirs).</summary>
     public Dictionary<string, Parameter> LocalParameters() => named_parameters().ToDictionary(p => p.name, p => p.parameter);
+
+    /// <summary>
+    /// Copies every local parameter from <paramref name="tensors"/>[<paramref name="prefix"/> + name]; the
+    /// names under the prefix must be exactly the model's and the shapes equal. <paramref name="source"/> names the file in errors.
+    /// </summary>
+    public void LoadLocalParameters(IReadOnlyDictionary<string, Tensor> tensors, string prefix, string source)
+    {
+        var parameters = LocalParameters();
+        var stored = tensors.Keys.Where(k => k.StartsWith(prefix, StringComparison.Ordinal)).Select(k => k[prefix.Length..]).ToHashSet();
+        var missing = parameters.Keys.Except(stored).Order().ToList();
+        var extra = stored.Except(parameters.Keys).Order().ToList();
+        if (missing.Count > 0 || extra.Count > 0)
+            throw new ArgumentException($"{source} does not fit the model: {missing.Count} tensor(s) missing ({string.Join(", ", missing.Take(4))}), " +
+                $"{extra.Count} unknown ({string.Join(", ", extra.Take(4))})");
+        using var noGrad = no_grad();
+        foreach (var (name, p) in parameters)
+        {
+            var value = tensors[prefix + name];
+            if (!value.shape.SequenceEqual(p.shape))
+                throw new ArgumentException($"{source} has {name} as [{string.Join(", ", value.shape)}]; the model expects [{string.Join(", ", p.shape)}]");
+            p.copy_(value);
+        }
+    }
 }
