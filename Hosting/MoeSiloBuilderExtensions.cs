@@ -1,4 +1,6 @@
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using MoeCluster.Hosting.Checkpoints;
 using MoeCluster.Grains.Checkpoints;
 using MoeCluster.Grains.Compute;
 using MoeCluster.Grains.Experts;
@@ -20,7 +22,8 @@ public static class MoeSiloBuilderExtensions
     public static ISiloBuilder AddMoeCluster(this ISiloBuilder builder, MoeSiloOptions options)
     {
         var slots = DeviceInventory.Resolve(options.Devices, options.ExpertsPerDevice);
-        ICheckpointStore store = new MeteredCheckpointStore(CheckpointStoreSelection.Open(options.Store, options.ClusterId));
+        var opened = CheckpointStoreSelection.Open(options.Store, options.ClusterId);
+        ICheckpointStore store = new MeteredCheckpointStore(opened);
         var threads = options.TorchThreads > 0 ? options.TorchThreads : Environment.ProcessorCount;
         var workers = Math.Max(1, options.ExpertWorkers);
         // Process-wide: every silo in the process shares libtorch's intra-op pool.
@@ -44,7 +47,12 @@ public static class MoeSiloBuilderExtensions
             services.AddSingleton(new LocalDeviceSlots(slots, options.AllowOvercommit));
             services.AddSingleton<IClusterSlotView, ClusterSlotView>();
             services.AddSingleton(_ => new ComputeQueues(threads, workers));
-            services.AddSingleton(store);
+            services.AddSingleton<ICheckpointStore>(provider =>
+            {
+                // Opened before the silo's services exist (a silo whose store is unreachable does not start); it logs from here on.
+                if (opened is RedisCheckpointStore redis) redis.Logger = provider.GetRequiredService<ILogger<RedisCheckpointStore>>();
+                return store;
+            });
             services.AddSingleton<LocalExperts>();
             services.AddSingleton<ManagedMemoryTrim>();
             services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, GracefulHandoff>();

@@ -1,5 +1,8 @@
+using System.Diagnostics;
 using System.Globalization;
 using System.Security.Cryptography;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using MoeCluster.Grains.Checkpoints;
 using StackExchange.Redis;
 
@@ -13,6 +16,14 @@ namespace MoeCluster.Hosting.Checkpoints;
 /// it does not exist. The sorted set <c>{prefix}:k:versions</c> registers every version written,
 /// committed or not, so that nothing a write leaves behind goes unfound. Only single-key commands
 /// are used, so the keys may live in different slots of a Redis Cluster.
+/// <para>
+/// A lost connection is not a failed operation: the client reconnects by itself within
+/// milliseconds, and every step of a write, read, listing or delete can be done again with the
+/// same result, so a step whose command failed with the connection is repeated (for up to
+/// <see cref="ReconnectTimeout"/>) instead of failing a checkpoint. StackExchange.Redis 2.13
+/// reports a write that races the teardown of its connection as an internal "Failed to write"
+/// error (its issue 3167), which is a lost connection too.
+/// </para>
 /// </summary>
 public sealed class RedisCheckpointStore : ICheckpointStore, IDisposable, IAsyncDisposable
 {
@@ -73,6 +84,12 @@ public sealed class RedisCheckpointStore : ICheckpointStore, IDisposable, IAsync
 
     public int ChunkSize { get; }
 
+    /// <summary>How long a step keeps being repeated while the connection to Redis is lost.</summary>
+    public TimeSpan ReconnectTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Where a repeated step is logged (the silo sets it once its services exist).</summary>
+    public ILogger Logger { get; set; } = NullLogger.Instance;
+
     public async Task WriteAsync(string key, long version, ReadOnlyMemory<byte> record, CancellationToken cancellationToken = default)
     {
         CheckpointKeys.Validate(key);
@@ -83,19 +100,23 @@ public sealed class RedisCheckpointStore : ICheckpointStore, IDisposable, IAsync
         var meta = new RedisCheckpointMeta(chunks, record.Length, Convert.ToHexStringLower(SHA256.HashData(record.Span)));
 
         // Registered before any chunk, so that the chunks of a write that dies half-way are found and pruned later.
-        await db.SortedSetAddAsync(VersionsKey(key), version, version);
+        await Repeating("register", key, version, () => db.SortedSetAddAsync(VersionsKey(key), version, version), cancellationToken);
         cancellationToken.ThrowIfCancellationRequested();
         // No cancellation from here on: deleting the meta drops an earlier copy of this version, and the new one must land.
-        // The meta goes first so that no reader pairs the old meta with new chunks.
-        await db.KeyDeleteAsync(MetaKey(key, version));
-        await Task.WhenAll(Enumerable.Range(0, chunks).Select(i =>
+        await Repeating("write", key, version, async () =>
         {
-            var start = i * ChunkSize;
-            return db.StringSetAsync(ChunkKey(key, version, i), record.Slice(start, Math.Min(ChunkSize, record.Length - start)));
-        }));
-        await DeleteChunksFrom(db, key, version, chunks); // what a longer earlier copy left beyond the new end
-        await db.StringSetAsync(MetaKey(key, version), meta.ToString());
-        await PruneAsync(db, key);
+            // The meta goes first so that no reader pairs the old meta with new chunks.
+            await db.KeyDeleteAsync(MetaKey(key, version));
+            await Task.WhenAll(Enumerable.Range(0, chunks).Select(i =>
+            {
+                var start = i * ChunkSize;
+                return db.StringSetAsync(ChunkKey(key, version, i), record.Slice(start, Math.Min(ChunkSize, record.Length - start)));
+            }));
+            await DeleteChunksFrom(db, key, version, chunks); // what a longer earlier copy left beyond the new end
+            await db.StringSetAsync(MetaKey(key, version), meta.ToString());
+            return true;
+        }, CancellationToken.None);
+        await Repeating("prune", key, version, async () => { await PruneAsync(db, key); return true; }, CancellationToken.None);
     }
 
     public async Task<byte[]?> ReadAsync(string key, long version, CancellationToken cancellationToken = default)
@@ -106,27 +127,34 @@ public sealed class RedisCheckpointStore : ICheckpointStore, IDisposable, IAsync
         for (var attempt = 0; attempt < ReadAttempts; attempt++)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            var metaText = await db.StringGetAsync(MetaKey(key, version)).WaitAsync(cancellationToken);
-            if (metaText.IsNull) return null;
-            var meta = RedisCheckpointMeta.Parse(metaText.ToString(), out var problem) ?? throw Corrupt(key, version, problem!);
-            var leases = await Task.WhenAll(Enumerable.Range(0, meta.Chunks)
-                .Select(i => db.StringGetLeaseAsync(ChunkKey(key, version, i)))).WaitAsync(cancellationToken);
-            try
-            {
-                // A writer that replaces or prunes this version deletes its meta first, so a meta that is
-                // still the same after the chunks were read means the chunks are what it describes.
-                var metaAfter = await db.StringGetAsync(MetaKey(key, version)).WaitAsync(cancellationToken);
-                if (metaAfter.IsNull) return null;
-                if (metaAfter != metaText) continue;
-                return Assemble(key, version, meta, leases);
-            }
-            finally
-            {
-                foreach (var lease in leases) lease?.Dispose();
-            }
+            var (done, record) = await Repeating("read", key, version, () => TryReadOnce(db, key, version, cancellationToken), cancellationToken);
+            if (done) return record;
         }
         throw new InvalidOperationException(
             $"checkpoint {key} version {version} (redis {VersionName(key, version)}) was rewritten during each of {ReadAttempts} reads; expected one writer per key");
+    }
+
+    /// <summary>One read: (true, the record or null when the version does not exist), or (false, null) when a writer replaced it meanwhile.</summary>
+    private async Task<(bool Done, byte[]? Record)> TryReadOnce(IDatabase db, string key, long version, CancellationToken cancellationToken)
+    {
+        var metaText = await db.StringGetAsync(MetaKey(key, version)).WaitAsync(cancellationToken);
+        if (metaText.IsNull) return (true, null);
+        var meta = RedisCheckpointMeta.Parse(metaText.ToString(), out var problem) ?? throw Corrupt(key, version, problem!);
+        var leases = await Task.WhenAll(Enumerable.Range(0, meta.Chunks)
+            .Select(i => db.StringGetLeaseAsync(ChunkKey(key, version, i)))).WaitAsync(cancellationToken);
+        try
+        {
+            // A writer that replaces or prunes this version deletes its meta first, so a meta that is
+            // still the same after the chunks were read means the chunks are what it describes.
+            var metaAfter = await db.StringGetAsync(MetaKey(key, version)).WaitAsync(cancellationToken);
+            if (metaAfter.IsNull) return (true, null);
+            if (metaAfter != metaText) return (false, null);
+            return (true, Assemble(key, version, meta, leases));
+        }
+        finally
+        {
+            foreach (var lease in leases) lease?.Dispose();
+        }
     }
 
     public async Task<long[]> ListVersionsAsync(string key, CancellationToken cancellationToken = default)
@@ -134,20 +162,58 @@ public sealed class RedisCheckpointStore : ICheckpointStore, IDisposable, IAsync
         CheckpointKeys.Validate(key);
         cancellationToken.ThrowIfCancellationRequested();
         var db = _redis.GetDatabase();
-        return await CommittedVersions(db, key, await RegisteredVersions(db, key).WaitAsync(cancellationToken)).WaitAsync(cancellationToken);
+        return await Repeating("list", key, null,
+            async () => await CommittedVersions(db, key, await RegisteredVersions(db, key).WaitAsync(cancellationToken)).WaitAsync(cancellationToken),
+            cancellationToken);
     }
 
     public async Task DeleteAsync(string key, CancellationToken cancellationToken = default)
     {
         CheckpointKeys.Validate(key);
         var db = _redis.GetDatabase();
-        foreach (var version in await RegisteredVersions(db, key))
+        foreach (var version in await Repeating("list", key, null, () => RegisteredVersions(db, key), cancellationToken))
         {
             cancellationToken.ThrowIfCancellationRequested();
-            await RemoveVersion(db, key, version);
+            await Repeating("delete", key, version, async () => { await RemoveVersion(db, key, version); return true; }, cancellationToken);
         }
-        await db.KeyDeleteAsync(VersionsKey(key));
+        await Repeating("delete", key, null, () => db.KeyDeleteAsync(VersionsKey(key)), cancellationToken);
     }
+
+    /// <summary>
+    /// Runs <paramref name="step"/>, and again after a pause while it fails because the connection
+    /// was lost, for up to <see cref="ReconnectTimeout"/>: every step the store takes gives the same
+    /// result when done twice. Other failures, and the last connection failure, go to the caller.
+    /// </summary>
+    private async Task<T> Repeating<T>(string what, string key, long? version, Func<Task<T>> step, CancellationToken cancellationToken)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var pause = TimeSpan.FromMilliseconds(20);
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return await step();
+            }
+            catch (Exception e) when (IsConnectionLoss(e) && Stopwatch.GetElapsedTime(started) + pause < ReconnectTimeout)
+            {
+                Logger.LogWarning("Checkpoint store: the {What} of {Key}{Version} lost its Redis connection ({Problem}); doing it again in {Pause} ms (attempt {Attempt})",
+                    what, key, version is { } v ? $" version {v}" : "", e.Message, (int)pause.TotalMilliseconds, attempt + 1);
+                await Task.Delay(pause, cancellationToken);
+                pause = TimeSpan.FromMilliseconds(Math.Min(1000, pause.TotalMilliseconds * 2));
+            }
+        }
+    }
+
+    /// <summary>
+    /// A command that failed with its connection; never a refusal by the server, and not a timeout
+    /// (the server may still run a command that timed out, so it is the caller's to judge).
+    /// </summary>
+    private static bool IsConnectionLoss(Exception e) => e switch
+    {
+        RedisConnectionException => true,
+        AggregateException a => a.InnerExceptions.All(IsConnectionLoss),
+        _ => false,
+    };
 
     public void Dispose()
     {

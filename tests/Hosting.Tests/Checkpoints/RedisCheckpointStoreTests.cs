@@ -208,6 +208,77 @@ public sealed class RedisCheckpointStoreTests : CheckpointStoreContract
         Assert.Equal(Bytes(2 * ChunkSize, 3), await Store.ReadAsync("layers/ffn-3/experts/50", 1));
     }
 
+    /// <summary>Closes every connection of this test's own client (found by its name) from another connection, as a dropped connection would.</summary>
+    private static async Task<int> KillConnectionsNamedAsync(string name)
+    {
+        await using var admin = await ConnectionMultiplexer.ConnectAsync($"{TestRedis.Address},allowAdmin=true");
+        var server = admin.GetServers()[0];
+        var killed = 0;
+        foreach (var client in (await server.ClientListAsync()).Where(c => c.Name == name))
+        {
+            await server.ExecuteAsync("CLIENT", "KILL", "ID", client.Id.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            killed++;
+        }
+        return killed;
+    }
+
+    [Fact]
+    public async Task A_write_and_a_read_whose_connection_is_killed_midway_are_done_again_and_succeed()
+    {
+        var name = $"moe-test-victim-{Guid.NewGuid():N}";
+        var options = ConfigurationOptions.Parse(TestRedis.Address);
+        options.ClientName = name;
+        await using var victim = await ConnectionMultiplexer.ConnectAsync(options);
+        var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        victim.ConnectionFailed += (_, e) => failures.Enqueue($"{e.ConnectionType} {e.FailureType}");
+        var warnings = new ListLogger();
+        var store = new RedisCheckpointStore(victim, _prefix, ChunkSize) { Logger = warnings };
+
+        // 32 MiB in 512 chunks: the kill lands while the chunks are in flight.
+        var record = Bytes(32 << 20, 7);
+        var write = store.WriteAsync(Key, 1, record);
+        while (!await Db.KeyExistsAsync($"{Version(Key, 1)}:chunk:8")) await Task.Delay(1);
+        Assert.False(write.IsCompleted, "the write ended before its connection was killed");
+        Assert.True(await KillConnectionsNamedAsync(name) >= 1);
+        await write;
+        Assert.Contains(failures, f => f.StartsWith("Interactive", StringComparison.Ordinal));
+        Assert.Contains(warnings.Lines, l => l.StartsWith($"Checkpoint store: the write of {Key} version 1 lost its Redis connection", StringComparison.Ordinal));
+        Assert.Equal(record, await Store.ReadAsync(Key, 1));
+
+        var read = store.ReadAsync(Key, 1);
+        Assert.True(await KillConnectionsNamedAsync(name) >= 1);
+        Assert.Equal(record, await read);
+        Assert.Equal(new long[] { 1L }, await store.ListVersionsAsync(Key));
+    }
+
+    [Fact]
+    public async Task A_connection_that_stays_lost_fails_the_write_after_the_reconnect_timeout()
+    {
+        // A server that accepts the connection, then is gone: nothing listens on the port any more.
+        await using var redis = new MoeCluster.Client.Tests.RedisProcess();
+        await redis.StartAsync();
+        var options = ConfigurationOptions.Parse(redis.Address);
+        options.AbortOnConnectFail = false;
+        await using var connection = await ConnectionMultiplexer.ConnectAsync(options);
+        var store = new RedisCheckpointStore(connection, _prefix, ChunkSize) { ReconnectTimeout = TimeSpan.FromSeconds(1) };
+        await store.WriteAsync(Key, 1, Bytes(1000, 1));
+        await redis.StopAsync();
+
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        await Assert.ThrowsAnyAsync<RedisConnectionException>(() => store.WriteAsync(Key, 2, Bytes(1000, 2)));
+        Assert.InRange(clock.Elapsed.TotalSeconds, 0.5, 10);
+    }
+
+    /// <summary>Keeps the messages of warnings, for the store's log lines.</summary>
+    private sealed class ListLogger : Microsoft.Extensions.Logging.ILogger
+    {
+        public System.Collections.Concurrent.ConcurrentQueue<string> Lines { get; } = new();
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+        public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => true;
+        public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+            Lines.Enqueue(formatter(state, exception));
+    }
+
     [Fact]
     public async Task The_default_chunk_size_is_one_mebibyte()
     {
