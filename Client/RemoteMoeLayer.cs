@@ -50,6 +50,7 @@ public sealed partial class RemoteMoeLayer
         TimeSpan? recoveryTimeout = null, ConnectionLossSignal? connectionLoss = null, LayerInputGuard? guard = null)
     {
         this.guard = guard ?? new LayerInputGuard(true, LayerInputGuard.OrleansDefaultMaxMessageBytes);
+        weightPartBytes = DefaultWeightPartBytes;
         Name = name;
         Spec = spec;
         router = client.GetGrain<IMoeRouterGrain>(name);
@@ -520,22 +521,85 @@ public sealed partial class RemoteMoeLayer
     /// <summary>Starts the specialization report over.</summary>
     public Task ResetSpecializationAsync() => Retry(async () => { await router.ResetSpecialization(); return true; });
 
-    /// <summary>The gate and every expert parameter as tensors, named as the reference layer names them.</summary>
+    /// <summary>
+    /// The largest part of a weight that one call of an export or import carries (16 MiB, or less
+    /// when the client's message limit is smaller): a layer, or one of its experts, may be far
+    /// larger than one message may be.
+    /// </summary>
+    public int WeightPartBytes
+    {
+        get => weightPartBytes;
+        set => weightPartBytes = value >= 1 && value <= guard.MaxMessageBytes - LayerInputGuard.Headroom ? value
+            : throw new ArgumentOutOfRangeException(nameof(value), value,
+                $"a weight part of {value} bytes; expected 1 to {guard.MaxMessageBytes - LayerInputGuard.Headroom} (the message limit less 1 MiB)");
+    }
+
+    private int weightPartBytes;
+
+    // Parts of an export or import in flight at once, so that one part's transfer overlaps another's copies.
+    private static readonly ParallelOptions PartsInFlight = new() { MaxDegreeOfParallelism = 4 };
+
+    /// <summary>A weight of <paramref name="total"/> bytes cut into parts; an empty one is one empty part, so that an import knows it arrived.</summary>
+    private IEnumerable<(string Name, long Offset, int Length)> PartsOf(string name, long total)
+    {
+        var size = WeightPartBytes;
+        if (total == 0) yield return (name, 0, 0);
+        for (long offset = 0; offset < total; offset += size)
+            yield return (name, offset, (int)Math.Min(size, total - offset));
+    }
+
+    private int DefaultWeightPartBytes => (int)Math.Min(16 << 20, guard.MaxMessageBytes - LayerInputGuard.Headroom);
+
+    /// <summary>
+    /// The gate and every expert parameter as tensors, named as the reference layer names them, all
+    /// of one version: read in parts of at most <see cref="WeightPartBytes"/>, so a layer of any
+    /// size comes out. A step that runs meanwhile makes the read fail ("export again").
+    /// </summary>
     public async Task<Dictionary<string, Tensor>> GetWeightsAsync()
     {
-        var weights = await Retry(() => router.GetWeights());
-        return weights.ToDictionary(w => w.Name, w => TensorWire.FromPayload(w.Value));
+        var manifest = await Retry(() => router.GetWeightManifest());
+        var weights = new Dictionary<string, Tensor>();
+        try
+        {
+            foreach (var w in manifest.Weights) weights.Add(w.Name, empty(w.Shape, TensorWire.ToScalarType(w.DType)));
+            var parts = manifest.Weights.SelectMany(w => PartsOf(w.Name, w.ByteLength));
+            await Parallel.ForEachAsync(parts, PartsInFlight, async (part, _) =>
+            {
+                var bytes = await Retry(() => router.ReadWeightPart(manifest.Version, part.Name, part.Offset, part.Length));
+                TensorWire.WriteBytes(weights[part.Name], part.Offset, bytes, part.Name);
+            });
+            return weights;
+        }
+        catch
+        {
+            foreach (var t in weights.Values) t.Dispose();
+            throw;
+        }
     }
 
     /// <summary>
     /// Replaces every weight of the layer (names as <see cref="GetWeightsAsync"/> gives them) as the
     /// next step, at a step boundary; the optimizer states start fresh. Returns the new version.
+    /// The weights travel in parts of at most <see cref="WeightPartBytes"/>; the layer changes only
+    /// when all have arrived, so an import that fails part-way leaves it as it was.
     /// </summary>
     public async Task<long> ImportWeightsAsync(IReadOnlyDictionary<string, Tensor> weights)
     {
+        ArgumentNullException.ThrowIfNull(weights);
         ThrowIfBackwardFailed();
-        var named = weights.Select(w => new NamedTensor(w.Key, TensorWire.ToPayload(w.Value))).ToArray();
-        var v = await router.ImportWeights(named);
+        foreach (var (name, t) in weights)
+            if (t.dtype is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16))
+                throw new ArgumentException($"imported tensor \"{name}\" has dtype {t.dtype}; expected Float32, BFloat16 or Float16", nameof(weights));
+        var importId = Guid.NewGuid();
+        var infos = weights.Select(w => new WeightInfo(w.Key, w.Value.shape, TensorWire.ToTensorDType(w.Value.dtype))).ToArray();
+        await Retry(async () => { await router.BeginImport(importId, infos); return true; });
+        var parts = weights.SelectMany(w => PartsOf(w.Key, w.Value.NumberOfElements * w.Value.element_size()));
+        await Parallel.ForEachAsync(parts, PartsInFlight, async (part, _) =>
+        {
+            var bytes = TensorWire.ReadBytes(weights[part.Name], part.Offset, part.Length, part.Name);
+            await Retry(async () => { await router.WriteImportPart(importId, part.Name, part.Offset, bytes); return true; });
+        });
+        var v = await Retry(() => router.CommitImport(importId));
         version = v;
         log.ForgetThrough(v - 1);
         return v;

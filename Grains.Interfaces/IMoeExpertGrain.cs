@@ -65,8 +65,21 @@ public interface IMoeExpertGrain : IGrainWithIntegerCompoundKey
     /// </summary>
     Task<long> ResetTo(long version);
 
-    /// <summary>Replaces the weights (names as in <see cref="GetWeights"/>) as step <paramref name="stepId"/>, with a fresh optimizer state.</summary>
-    Task<long> ImportWeights(long stepId, NamedTensor[] weights);
+    /// <summary>
+    /// Keeps a part of import <paramref name="importId"/> of <paramref name="weight"/> (one of this
+    /// expert's, named as in <see cref="GetWeightInfos"/>) until <see cref="CommitImport"/>; the
+    /// parts of an earlier import are dropped. In memory only: an expert that is reactivated has none.
+    /// </summary>
+    Task StageImportPart(Guid importId, WeightInfo weight, long offset, byte[] data);
+
+    /// <summary>Throws unless every byte of every weight of import <paramref name="importId"/> has arrived.</summary>
+    Task CheckImport(Guid importId);
+
+    /// <summary>
+    /// Replaces the weights with import <paramref name="importId"/>'s as step <paramref name="stepId"/>,
+    /// with a fresh optimizer state; a step already applied is ignored.
+    /// </summary>
+    Task<long> CommitImport(long stepId, Guid importId);
 
     /// <summary>
     /// Leaves this silo (it is shutting down): writes the expert's whole state — weights, optimizer,
@@ -96,5 +109,9 @@ public interface IMoeExpertGrain : IGrainWithIntegerCompoundKey
     [AlwaysInterleave]
     Task<long> CountSiloLiveTensors();
 
-    Task<NamedTensor[]> GetWeights();
+    /// <summary>The expert's parameters, named as the reference layer names them (<c>experts.{id}.w1</c>, …), with shapes and dtypes.</summary>
+    Task<WeightInfo[]> GetWeightInfos();
+
+    /// <summary><paramref name="length"/> bytes from <paramref name="offset"/> of parameter <paramref name="name"/>, refused unless the expert is at <paramref name="version"/>.</summary>
+    Task<byte[]> ReadWeightPart(long version, string name, long offset, int length);
 }

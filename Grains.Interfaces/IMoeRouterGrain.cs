@@ -60,8 +60,27 @@ public interface IMoeRouterGrain : IGrainWithStringKey
     [AlwaysInterleave]
     Task<string> GetEpoch();
 
-    /// <summary>Replaces every weight of the layer (names as in <see cref="GetWeights"/>) as the next step; optimizer states start fresh.</summary>
-    Task<long> ImportWeights(NamedTensor[] weights);
+    /// <summary>
+    /// Begins import <paramref name="importId"/>, which replaces every weight of the layer (the
+    /// names and shapes of <see cref="GetWeightManifest"/>; another dtype is converted) as the next
+    /// step. The bytes follow in parts (<see cref="WriteImportPart"/>) and
+    /// <see cref="CommitImport"/> applies them; optimizer states start fresh. One import at a time:
+    /// a new one abandons one in progress. Repeating the call changes nothing.
+    /// </summary>
+    Task BeginImport(Guid importId, WeightInfo[] weights);
+
+    /// <summary>
+    /// Bytes <paramref name="offset"/>.. of weight <paramref name="name"/> for import
+    /// <paramref name="importId"/>; the expert that holds the weight keeps them until the commit.
+    /// Parts may come in any order; the same part sent again replaces itself.
+    /// </summary>
+    Task WriteImportPart(Guid importId, string name, long offset, byte[] data);
+
+    /// <summary>
+    /// Applies import <paramref name="importId"/> as the next step, at a step boundary, once every
+    /// byte of every weight has arrived, and returns the new version (again for a repeat).
+    /// </summary>
+    Task<long> CommitImport(Guid importId);
 
     /// <summary>
     /// Sets what the next steps train and how fast (see <see cref="TrainingControls"/>), at a step
@@ -145,6 +164,16 @@ public interface IMoeRouterGrain : IGrainWithStringKey
     /// <summary>Starts the specialization report over (e.g. to look at a trained layer on fresh tokens only).</summary>
     Task ResetSpecialization();
 
-    /// <summary>The gate and every expert parameter, named as the reference layer names them.</summary>
-    Task<NamedTensor[]> GetWeights();
+    /// <summary>
+    /// The gate and every expert parameter (named as the reference layer names them, with shapes
+    /// and dtypes) and the version they are at; <see cref="ReadWeightPart"/> reads their bytes.
+    /// </summary>
+    Task<WeightManifest> GetWeightManifest();
+
+    /// <summary>
+    /// <paramref name="length"/> bytes from <paramref name="offset"/> of weight <paramref name="name"/>
+    /// at <paramref name="version"/>: refused once a step (or any change of the weights) has moved
+    /// the layer past that version, so the parts of one export are all of one version.
+    /// </summary>
+    Task<byte[]> ReadWeightPart(long version, string name, long offset, int length);
 }

@@ -54,6 +54,8 @@ public sealed class ExpertGrain(
 
     // A live move: the state captured for the migration (old activation), and received with it (new one).
     private byte[]? leaving, arriving;
+    // The parts of a weight import that have arrived, until it is committed.
+    private WeightImportBuffer? staged;
 
     private long tokensProcessed, forwardCalls, backwardCalls, expiredForwards;
     private TimeSpan computeTime;
@@ -462,14 +464,33 @@ public sealed class ExpertGrain(
         return version;
     }
 
-    public async Task<long> ImportWeights(long stepId, NamedTensor[] weights)
+    public Task StageImportPart(Guid importId, WeightInfo weight, long offset, byte[] data)
+    {
+        Ready();
+        var own = OwnWeights().FirstOrDefault(w => w.Name == weight.Name)
+            ?? throw new ArgumentException($"expert {Name} has no weight \"{weight.Name}\"; expected one of {string.Join(", ", OwnWeights().Select(w => w.Name))}");
+        if (!own.Shape.SequenceEqual(weight.Shape))
+            throw new ArgumentException($"imported tensor \"{weight.Name}\" has shape [{string.Join(", ", weight.Shape)}]; expected [{string.Join(", ", own.Shape)}]");
+        if (staged?.Id != importId) staged = new WeightImportBuffer(importId, $"expert {Name}");
+        staged.Write(weight, offset, data);
+        return Task.CompletedTask;
+    }
+
+    public Task CheckImport(Guid importId)
+    {
+        Ready();
+        StagedImport(importId).CheckComplete(OwnWeights().Select(w => w.Name));
+        return Task.CompletedTask;
+    }
+
+    public async Task<long> CommitImport(long stepId, Guid importId)
     {
         var (s, e) = Ready();
         if (stepId <= version) return version;
         if (stepId != version + 1)
             throw new InvalidOperationException($"import as step {stepId} cannot be applied to expert {Name} at version {version}; next is {version + 1}");
         var prefix = $"experts.{index}.";
-        var records = weights.Select(w => new TensorRecord { Name = w.Name[prefix.Length..], DType = w.Value.DType, Shape = w.Value.Shape, Data = w.Value.Data }).ToArray();
+        var records = StagedImport(importId).Complete(OwnWeights().Select(w => (w.Name, w.DType)), name => name[prefix.Length..]);
         var owner = $"expert {Name}";
         var ps = parameters;
         var fresh = await queue.RunAsync(() =>
@@ -478,6 +499,7 @@ public sealed class ExpertGrain(
             ModelState.ZeroGradients(ps);
             return OptimizerFactory.Create(s.Optimizer, ps);
         });
+        staged = null;
         var old = optimizer;
         optimizer = fresh;
         if (old is not null) await queue.RunAsync(old.Dispose);
@@ -485,6 +507,14 @@ public sealed class ExpertGrain(
         await WriteCheckpoint();
         return version;
     }
+
+    private WeightImportBuffer StagedImport(Guid importId) => staged?.Id == importId ? staged
+        : throw new InvalidOperationException($"expert {Name} holds no part of import {importId} (it was reactivated since, or a newer import began); begin the import again");
+
+    /// <summary>The expert's parameters as the layer names them; shapes and dtypes need no compute queue to read.</summary>
+    private WeightInfo[] OwnWeights() => Ready().Expert.Ffn.named_parameters()
+        .Select(p => new WeightInfo($"experts.{index}.{p.name}", p.parameter.shape, TensorWire.ToTensorDType(p.parameter.dtype)))
+        .ToArray();
 
     public async Task HandOff()
     {
@@ -610,11 +640,18 @@ public sealed class ExpertGrain(
 
     public Task<long> CountSiloLiveTensors() => Task.FromResult(Telemetry.LiveTensors.CountAfterCollection());
 
-    public async Task<NamedTensor[]> GetWeights()
+    public Task<WeightInfo[]> GetWeightInfos() => Task.FromResult(OwnWeights());
+
+    public async Task<byte[]> ReadWeightPart(long atVersion, string name, long offset, int length)
     {
         var (_, e) = Ready();
-        return await queue.RunAsync(() => e.Ffn.named_parameters()
-            .Select(p => new NamedTensor($"experts.{index}.{p.name}", TensorWire.ToPayload(p.parameter)))
-            .ToArray());
+        if (atVersion != version)
+            throw new InvalidOperationException($"expert {Name} is at version {version}; the export reads version {atVersion} (a step ran since); export again");
+        var prefix = $"experts.{index}.";
+        var parameter = (name.StartsWith(prefix, StringComparison.Ordinal)
+                ? e.Ffn.named_parameters().FirstOrDefault(p => p.name == name[prefix.Length..]).parameter
+                : null)
+            ?? throw new ArgumentException($"expert {Name} has no weight \"{name}\"; expected one of {string.Join(", ", OwnWeights().Select(w => w.Name))}");
+        return await queue.RunAsync(() => TensorWire.ReadBytes(parameter, offset, length, name));
     }
 }

@@ -52,6 +52,36 @@ internal static class TensorWire
         return new TensorPayload(t.shape, wire, data);
     }
 
+    /// <summary>
+    /// <paramref name="length"/> bytes of <paramref name="t"/>'s row-major data in its own dtype, from
+    /// byte <paramref name="offset"/>: one part of a weight that travels in parts.
+    /// </summary>
+    public static byte[] ReadBytes(Tensor t, long offset, int length, string name)
+    {
+        CheckRange(t, offset, length, name);
+        using var scope = NewDisposeScope();
+        var source = t.detach().to(CPU).contiguous();
+        var data = GC.AllocateUninitializedArray<byte>(length);
+        if (length > 0) source.bytes.Slice(checked((int)offset), length).CopyTo(data);
+        return data;
+    }
+
+    /// <summary>Copies <paramref name="data"/> into a contiguous CPU tensor's bytes from byte <paramref name="offset"/>.</summary>
+    public static void WriteBytes(Tensor t, long offset, ReadOnlySpan<byte> data, string name)
+    {
+        CheckRange(t, offset, data.Length, name);
+        if (t.device_type != DeviceType.CPU || !t.is_contiguous())
+            throw new ArgumentException($"{name} must be a contiguous CPU tensor to be written in parts", nameof(t));
+        if (data.Length > 0) data.CopyTo(t.bytes.Slice(checked((int)offset), data.Length));
+    }
+
+    private static void CheckRange(Tensor t, long offset, int length, string name)
+    {
+        var total = t.NumberOfElements * t.element_size();
+        if (offset < 0 || length < 0 || offset > total - length)
+            throw new ArgumentException($"bytes {offset}..{offset + length} of {name} are out of range; it has {total} bytes");
+    }
+
     /// <summary>Decodes a payload into a new tensor of the payload's dtype on <paramref name="device"/>.</summary>
     public static Tensor FromPayload(TensorPayload payload, Device? device = null)
     {

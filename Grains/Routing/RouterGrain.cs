@@ -696,50 +696,6 @@ public sealed partial class RouterGrain(
         return version;
     }
 
-    public async Task<long> ImportWeights(NamedTensor[] imported)
-    {
-        var (_, _, r) = Ready();
-        await EnsureReconciled();
-        using var writing = await weights.WriteAsync();
-        if (pending.Count > 0)
-            throw new InvalidOperationException($"layer \"{Layer}\" has {pending.Count} micro-batch(es) in flight; import weights at a step boundary");
-        await CommitSettled();
-        var current = await Task.WhenAll(experts.Select(e => e.GetWeights()));
-        var expected = current.SelectMany(w => w).Prepend(new NamedTensor("gate", TensorWire.ToPayload(r.GateWeight)))
-            .ToDictionary(w => w.Name, w => w.Value);
-        var byName = new Dictionary<string, TensorPayload>();
-        foreach (var w in imported)
-        {
-            if (!expected.TryGetValue(w.Name, out var like))
-                throw new ArgumentException($"imported tensor \"{w.Name}\" is not a weight of layer \"{Layer}\"; expected gate and experts.{{id}}.* for ids {ExpertSetPlan.Describe(expertIds)}");
-            if (!w.Value.Shape.SequenceEqual(like.Shape))
-                throw new ArgumentException($"imported tensor \"{w.Name}\" has shape [{string.Join(", ", w.Value.Shape)}]; expected [{string.Join(", ", like.Shape)}]");
-            if (!byName.TryAdd(w.Name, w.Value.DType == like.DType ? w.Value : Convert(w.Value, like.DType)))
-                throw new ArgumentException($"imported tensor \"{w.Name}\" appears twice");
-        }
-        var missing = expected.Keys.Where(k => !byName.ContainsKey(k)).Order().ToList();
-        if (missing.Count > 0)
-            throw new ArgumentException($"the import lacks {missing.Count} weight(s) of layer \"{Layer}\": {string.Join(", ", missing.Take(8))}");
-        var stepId = version + 1;
-        await Task.WhenAll(experts.Select((e, i) =>
-            e.ImportWeights(stepId, byName.Where(w => w.Key.StartsWith($"experts.{expertIds[i]}.")).Select(w => new NamedTensor(w.Key, w.Value)).ToArray())));
-        var spec0 = spec!;
-        optimizer = await queue.RunAsync(() =>
-        {
-            optimizer?.Dispose();
-            ModelState.Restore([("gate", r.GateWeight)], [ToRecord("gate", byName["gate"])], $"the router of layer \"{Layer}\"");
-            ModelState.ZeroGradients([r.GateWeight]);
-            return OptimizerFactory.Create(spec0.Optimizer, [r.GateWeight]);
-        });
-        version = stepId;
-        incarnations.Clear();
-        backwardAnswers.Clear();
-        await WriteCheckpoint();
-        durableVersion = stepId;
-        logger.LogInformation("Layer {Layer} imported {Count} weight tensors as version {Version}", Layer, byName.Count, version);
-        return version;
-    }
-
     public async Task SetTrainingControls(TrainingControls newControls)
     {
         Ready();
@@ -759,14 +715,6 @@ public sealed partial class RouterGrain(
     }
 
     public Task<TrainingControls> GetTrainingControls() => Task.FromResult(controls);
-
-    private static TensorRecord ToRecord(string name, TensorPayload p) => new() { Name = name, DType = p.DType, Shape = p.Shape, Data = p.Data };
-
-    private static TensorPayload Convert(TensorPayload p, TensorDType to)
-    {
-        using var t = TensorWire.FromPayload(p);
-        return TensorWire.ToPayload(t, to);
-    }
 
     public async Task Delete()
     {
@@ -852,15 +800,6 @@ public sealed partial class RouterGrain(
         var (_, c, _) = Ready();
         specialization = new SpecializationTally(c.NumExperts);
         return Task.CompletedTask;
-    }
-
-    public async Task<NamedTensor[]> GetWeights()
-    {
-        var (_, _, r) = Ready();
-        using var reading = await weights.ReadAsync();
-        var gate = await queue.RunAsync(() => new NamedTensor("gate", TensorWire.ToPayload(r.GateWeight)));
-        var expertWeights = await Task.WhenAll(experts.Select(e => e.GetWeights()));
-        return [gate, .. expertWeights.SelectMany(w => w)];
     }
 
     private static void CheckPayload(TensorPayload p, int dModel, string name)
