@@ -11,7 +11,7 @@ namespace MoeCluster.Hosting.Tests.Checkpoints;
 /// chunk size so that large records span many chunks; and what only Redis can go through: damaged
 /// or missing chunks, and writes that never reached their meta.
 /// </summary>
-public sealed class RedisCheckpointStoreTests : CheckpointStoreContract
+public sealed class RedisCheckpointStoreTests(Xunit.Abstractions.ITestOutputHelper output) : CheckpointStoreContract
 {
     private const int ChunkSize = 64 * 1024;
     private readonly string _prefix = $"moe-test:{Guid.NewGuid():N}:ckpt";
@@ -231,7 +231,7 @@ public sealed class RedisCheckpointStoreTests : CheckpointStoreContract
         await using var victim = await ConnectionMultiplexer.ConnectAsync(options);
         var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
         victim.ConnectionFailed += (_, e) => failures.Enqueue($"{e.ConnectionType} {e.FailureType}");
-        var warnings = new ListLogger();
+        var warnings = new ListLogger(output);
         var store = new RedisCheckpointStore(victim, _prefix, ChunkSize) { Logger = warnings };
 
         // 32 MiB in 512 chunks: the kill lands while the chunks are in flight.
@@ -270,13 +270,17 @@ public sealed class RedisCheckpointStoreTests : CheckpointStoreContract
     }
 
     /// <summary>Keeps the messages of warnings, for the store's log lines.</summary>
-    private sealed class ListLogger : Microsoft.Extensions.Logging.ILogger
+    private sealed class ListLogger(Xunit.Abstractions.ITestOutputHelper output) : Microsoft.Extensions.Logging.ILogger
     {
+        private readonly System.Diagnostics.Stopwatch clock = System.Diagnostics.Stopwatch.StartNew();
         public System.Collections.Concurrent.ConcurrentQueue<string> Lines { get; } = new();
         public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
         public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => true;
-        public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+        public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
             Lines.Enqueue(formatter(state, exception));
+            output.WriteLine($"{clock.ElapsedMilliseconds} ms: {formatter(state, exception)}");
+        }
     }
 
     [Fact]
