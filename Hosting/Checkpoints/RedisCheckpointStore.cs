@@ -210,12 +210,14 @@ public sealed class RedisCheckpointStore : ICheckpointStore, IDisposable, IAsync
     }
 
     /// <summary>
-    /// A command that failed with its connection; never a refusal by the server, and not a timeout
-    /// (the server may still run a command that timed out, so it is the caller's to judge).
+    /// A command that failed with its connection: a <see cref="RedisConnectionException"/>, or the
+    /// socket's own error, which the client hands to a command that was on the wire when the peer
+    /// reset the connection (<c>ConnectionResetException</c>, an <see cref="IOException"/>). Never a
+    /// refusal by the server, and not a timeout (the server may still run a command that timed out).
     /// </summary>
     private static bool IsConnectionLoss(Exception e) => e switch
     {
-        RedisConnectionException => true,
+        RedisConnectionException or IOException or System.Net.Sockets.SocketException => true,
         AggregateException a => a.InnerExceptions.All(IsConnectionLoss),
         _ => false,
     };
