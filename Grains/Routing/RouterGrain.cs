@@ -45,6 +45,10 @@ public sealed partial class RouterGrain(
     private readonly GrainReaderWriterGate weights = new();
     // A null value marks a training forward still under way.
     private readonly Dictionary<long, PendingBatch?> pending = new();
+    // Counts the times the micro-batches in flight were dropped (a recovery, a deletion). A forward
+    // admitted before a drop that only then gets through the gate must not put its batch back:
+    // the client replays that batch, and the replay would find its id taken.
+    private long drops;
 
     private LayerSpec? spec;
     private MoeLayerConfig? config;
@@ -159,6 +163,7 @@ public sealed partial class RouterGrain(
     {
         var batches = pending.Values.OfType<PendingBatch>().ToList();
         pending.Clear();
+        drops++;
         forwardAnswers.Clear();
         backwardAnswers.Clear();
         if (batches.Count > 0) await queue.RunAsync(() => { foreach (var b in batches) b.Dispose(); });
@@ -385,12 +390,19 @@ public sealed partial class RouterGrain(
         if (train && !pending.TryAdd(batchId, null))
             throw new InvalidOperationException($"batch {batchId} is already in flight on layer \"{Layer}\"; run its backward (or discard it) before reusing the id");
         if (train) trainedSinceStep = true;
+        var admittedAt = drops;
         RouterForward? routing = null;
         Tensor?[] outputs = new Tensor?[c.NumExperts];
         var sent = new List<int>();
         try
         {
             using var reading = await weights.ReadAsync();
+            // A recovery took the gate first and dropped this forward's batch (the call came
+            // late, say rerouted from a lost silo): running it now would put back a batch the
+            // client is replaying. No drop happens while the gate is held for reading.
+            if (train && drops != admittedAt)
+                throw new RouterStateLostException(
+                    $"the forward of batch {batchId} on layer \"{Layer}\" was dropped by a recovery of the layer before it ran; the client replays it");
             var at = version; // read inside the gate: a step under way has moved its experts on already
             var noiseSeed = LayerSeeds.Jitter(s.Seed, Layer, batchId);
             (routing, var inputs) = await queue.RunAsync(() =>
@@ -441,7 +453,7 @@ public sealed partial class RouterGrain(
         }
         catch
         {
-            if (train)
+            if (train && drops == admittedAt) // after a drop the id is no longer this call's
             {
                 pending.Remove(batchId);
                 // Experts that did run keep a saved forward; free it now rather than at expiry.

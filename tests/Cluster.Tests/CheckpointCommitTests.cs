@@ -90,6 +90,46 @@ public class CheckpointCommitTests(SharedClusterFixture fixture)
     }
 
     [Fact]
+    public async Task A_forward_that_reaches_the_router_during_a_recovery_is_refused_and_does_not_block_its_replay()
+    {
+        await fixture.Client.CreateLayerAsync("late-forward", Spec);
+        var router = fixture.Cluster.Cluster.Client.GetGrain<IMoeRouterGrain>("late-forward");
+        using var generator = new Generator(10);
+        using var x = randn(12, Spec.DModel, generator: generator);
+        using var dy = randn(12, Spec.DModel, generator: generator);
+        var xp = TensorWire.ToPayload(x);
+        var dyp = TensorWire.ToPayload(dy);
+        await router.Forward(1, xp, true);
+        await router.Backward(1, dyp, 1.0);
+
+        // Step 1's checkpoint is held, so the recovery holds the router's gate waiting for it, and
+        // a forward comes in meanwhile: as a call rerouted from a lost silo can come after the
+        // client has begun to recover, and then replays the same batch.
+        Task<long> recovery;
+        Task<LayerForwardResult> late;
+        using (CallHold.Hold(nameof(IMoeExpertGrain.FlushCheckpoint), "late-forward"))
+        {
+            Assert.Equal(new StepResult(1, 0), await router.Step(1));
+            var begun = CallHold.Begun(nameof(IMoeRouterGrain.Recover), "late-forward");
+            recovery = router.Recover();
+            await begun;
+            late = router.Forward(2, xp, true);
+            await Task.Delay(100); // the forward reaches the router and waits at its gate
+            Assert.False(recovery.IsCompleted || late.IsCompleted);
+        }
+        Assert.Equal(1, await recovery);
+        var refused = await Assert.ThrowsAsync<RouterStateLostException>(() => late);
+        Assert.Equal("the forward of batch 2 on layer \"late-forward\" was dropped by a recovery of the layer before it ran; the client replays it", refused.Message);
+
+        // The replay of batch 2 finds its id free, and the step it belongs to runs.
+        var replayed = await router.Forward(2, xp, true);
+        Assert.Equal(new[] { 12L, Spec.DModel }, replayed.Y.Shape);
+        await router.Backward(2, dyp, 1.0);
+        Assert.Equal(2, (await router.Step(2)).Version);
+        Assert.Equal(0, (await router.GetStats()).PendingBatches);
+    }
+
+    [Fact]
     public async Task An_expert_refuses_calls_meant_for_another_version_of_its_state()
     {
         await fixture.Client.CreateLayerAsync("versions", Spec);

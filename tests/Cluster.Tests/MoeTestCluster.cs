@@ -35,7 +35,7 @@ public sealed class MoeTestCluster : IAsyncDisposable
             AllowOvercommit = overcommit,
             ExpertWorkers = expertWorkers,
             Store = store,
-        }));
+        }).AddIncomingGrainCallFilter<CallHold>());
         var cluster = builder.Build();
         await cluster.DeployAsync();
         var result = new MoeTestCluster(cluster, store);
