@@ -593,12 +593,24 @@ public sealed partial class RemoteMoeLayer
         var importId = Guid.NewGuid();
         var infos = weights.Select(w => new WeightInfo(w.Key, w.Value.shape, TensorWire.ToTensorDType(w.Value.dtype))).ToArray();
         await Retry(async () => { await router.BeginImport(importId, infos); return true; });
-        var parts = weights.SelectMany(w => PartsOf(w.Key, w.Value.NumberOfElements * w.Value.element_size()));
-        await Parallel.ForEachAsync(parts, PartsInFlight, async (part, _) =>
+        // Each weight as a contiguous CPU tensor once (the same tensor when it already is one),
+        // rather than a copy for each of its parts.
+        Dictionary<string, Tensor> sources;
+        using (NewDisposeScope()) // frees the detached views in between
+            sources = weights.ToDictionary(w => w.Key, w => w.Value.detach().to(CPU).contiguous().MoveToOuterDisposeScope());
+        try
         {
-            var bytes = TensorWire.ReadBytes(weights[part.Name], part.Offset, part.Length, part.Name);
-            await Retry(async () => { await router.WriteImportPart(importId, part.Name, part.Offset, bytes); return true; });
-        });
+            var parts = weights.SelectMany(w => PartsOf(w.Key, w.Value.NumberOfElements * w.Value.element_size()));
+            await Parallel.ForEachAsync(parts, PartsInFlight, async (part, _) =>
+            {
+                var bytes = TensorWire.ReadBytes(sources[part.Name], part.Offset, part.Length, part.Name);
+                await Retry(async () => { await router.WriteImportPart(importId, part.Name, part.Offset, bytes); return true; });
+            });
+        }
+        finally
+        {
+            foreach (var source in sources.Values) source.Dispose();
+        }
         var v = await Retry(() => router.CommitImport(importId));
         version = v;
         log.ForgetThrough(v - 1);
