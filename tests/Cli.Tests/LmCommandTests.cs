@@ -215,6 +215,51 @@ public class LmCommandTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_sweep_goes_on_after_an_interruption_and_ends_as_an_uninterrupted_one()
+    {
+        var root = Directory.CreateTempSubdirectory("moe-lm-sweep-resume-").FullName;
+        try
+        {
+            string Sweep(string dir, string seeds, string more = "") => $"lm sweep {Tiny} --experts 0,2 --seeds {seeds} --steps 20 --dir {dir} --json {more}";
+            var whole = await RunJson(Sweep(Path.Combine(root, "whole"), "1,2"), TimeSpan.FromMinutes(5));
+
+            // Seed 1 done; the 2-expert run of seed 2 stopped after its step-10 checkpoint, as a
+            // sweep killed there leaves it (trained by hand here with the sweep's options, less
+            // what only a finished run writes).
+            var dir = Path.Combine(root, "interrupted");
+            await RunJson(Sweep(dir, "1"), TimeSpan.FromMinutes(5));
+            var cut = Path.Combine(dir, "experts-2-seed-2");
+            await RunJson($"lm train {Tiny} --experts 2 --seed 2 --steps 10 --run {cut} --json");
+            foreach (var finished in new[] { "summary.json", "model.safetensors", "loss.png" }) File.Delete(Path.Combine(cut, finished));
+            var (exit, _, stderr) = await MoeProcess.RunAsync(MoeProcess.CliDll, Sweep(dir, "1,2"), TimeSpan.FromMinutes(1));
+            Assert.Equal(2, exit);
+            Assert.Equal($"moe: {Path.Combine(dir, "experts-0-seed-1")} holds an earlier run; pass --resume to go on with the sweep in {dir}, or choose another --dir", stderr.Trim());
+
+            var (resumedExit, stdout, log) = await MoeProcess.RunAsync(MoeProcess.CliDll, Sweep(dir, "1,2", "--resume"), TimeSpan.FromMinutes(5));
+            Assert.True(resumedExit == 0, log);
+            Assert.Contains("kept the dense model, seed 1: validation", log);
+            Assert.Contains("kept 2 experts, seed 1: validation", log);
+            Assert.Contains("training the dense model, seed 2, 20 steps", log);
+            Assert.Contains("resuming 2 experts, seed 2 at step 10 of 20", log);
+            var resumed = JsonDocument.Parse(stdout).RootElement;
+            // The same numbers as the sweep that ran through: every run repeats bit for bit.
+            foreach (var field in new[] { "final_validation", "curve" })
+                Assert.Equal(
+                    whole.GetProperty("rows").EnumerateArray().Select(r => r.GetProperty(field).GetRawText()),
+                    resumed.GetProperty("rows").EnumerateArray().Select(r => r.GetProperty(field).GetRawText()));
+
+            // A run trained with other settings is not mixed in.
+            (exit, _, stderr) = await MoeProcess.RunAsync(MoeProcess.CliDll, Sweep(dir, "1,2", "--resume --lr 0.002"), TimeSpan.FromMinutes(1));
+            Assert.Equal(2, exit);
+            Assert.StartsWith($"moe: {Path.Combine(dir, "experts-0-seed-1")} holds a run with another model or other settings than this sweep's", stderr.Trim());
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task The_benchmark_times_the_cluster_against_in_process_layers_in_one_run()
     {
         var bench = await RunJson($"lm bench {Tiny} --experts 2 --rounds 1 --steps-per-round 3 --json");

@@ -52,9 +52,11 @@ public static class LmCommand
         var steps = new Option<int>("--steps") { Description = "Steps of every run", DefaultValueFactory = _ => new LmTrainOptions().Steps };
         var dir = new Option<string>("--dir") { Description = "Directory of the runs, sweep.png and sweep.json", DefaultValueFactory = _ => "lm-sweep" };
         var json = new Option<bool>("--json") { Description = "Print only a JSON summary on stdout" };
-        var command = new Command("sweep", "Trains the model once per expert count and seed with the same data, then tables and plots validation loss against step.\n\n" +
-            "Example: ./moe lm sweep --experts 0,2,4,8,16 --seeds 1,2,3 --steps 2000\n" + ExitCodes.Help)
-        { experts, seeds, steps, dir, json };
+        var resume = new Option<bool>("--resume") { Description = "Go on with the sweep in --dir: keep its finished runs, resume an interrupted one, train the rest (more seeds may be added)" };
+        var command = new Command("sweep", "Trains the model once per expert count and seed with the same data, seed by seed, then tables and plots validation loss against step.\n\n" +
+            "Example: ./moe lm sweep --experts 0,2,4,8,16 --seeds 1,2,3 --steps 2000\n" +
+            "Go on after an interruption: the same command with --resume\n" + ExitCodes.Help)
+        { experts, seeds, steps, dir, json, resume };
         model.AddTo(command);
         command.SetAction(async (parse, cancel) =>
         {
@@ -62,7 +64,7 @@ public static class LmCommand
             if (counts.Contains(1)) throw new ArgumentException("--experts has 1; expected 0 (dense) or at least 2");
             var seedList = LmModelOptions.ParseList(parse.GetValue(seeds)!, "--seeds", 0);
             var template = model.Options(parse, counts[0], seedList[0], parse.GetValue(steps), inProcess: false);
-            await LmSweep.RunAsync(counts, seedList, template, parse.GetValue(dir)!, parse.GetValue(json), cancel);
+            await LmSweep.RunAsync(counts, seedList, template, parse.GetValue(dir)!, parse.GetValue(json), cancel, parse.GetValue(resume));
             return ExitCodes.Ok;
         });
         return command;

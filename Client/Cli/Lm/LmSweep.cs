@@ -26,28 +26,58 @@ public sealed record LmSweepSummary(
 /// its own; then the validation loss against step per expert count (the median over seeds) as a
 /// table and a plot, and for each count the first validation step at which it reached the
 /// dense model's final validation loss (Switch Transformer's "steps to the dense quality").
+/// Seed by seed, so that a sweep stopped part-way holds whole comparisons; with --resume a sweep
+/// goes on in its directory: finished runs are read back, an interrupted one resumes from its
+/// checkpoint, and more seeds may be added.
 /// </summary>
 public static class LmSweep
 {
     public static async Task<LmSweepSummary> RunAsync(int[] experts, long[] seeds, LmTrainOptions template, string directory, bool json,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken, bool resume = false)
     {
         var console = json ? AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) }) : AnsiConsole.Console;
         var runs = new Dictionary<(int, long), LmSummary>();
-        foreach (var e in experts)
-            foreach (var seed in seeds)
+        foreach (var seed in seeds)
+            foreach (var e in experts)
             {
-                var run = Path.Combine(directory, $"experts-{e}-seed-{seed}");
-                if (File.Exists(Path.Combine(run, "summary.json")) || File.Exists(LmCheckpoint.PathIn(run)))
-                    throw new ArgumentException($"{run} holds an earlier run; choose another --dir or remove it");
-                console.MarkupLine($"[grey]training {(e == 0 ? "the dense model" : $"{e} experts")}, seed {seed}, {template.Steps} steps → {Markup.Escape(run)}[/]");
-                var started = DateTime.UtcNow;
-                var summary = await LmTrainer.RunAsync(template with
+                var options = template with { Config = template.Config with { Experts = e, Seed = seed }, Run = Path.Combine(directory, $"experts-{e}-seed-{seed}"), Quiet = true };
+                var what = $"{(e == 0 ? "the dense model" : $"{e} experts")}, seed {seed}";
+                var summaryPath = Path.Combine(options.Run, "summary.json");
+                var checkpointPath = LmCheckpoint.PathIn(options.Run);
+                var earlier = File.Exists(checkpointPath) ? LmCheckpoint.Read(checkpointPath) : null;
+                if (earlier is null && !File.Exists(summaryPath))
+                    console.MarkupLine($"[grey]training {what}, {template.Steps} steps → {Markup.Escape(options.Run)}[/]");
+                else if (!resume)
+                    throw new ArgumentException($"{options.Run} holds an earlier run; pass --resume to go on with the sweep in {directory}, or choose another --dir");
+                else
                 {
-                    Config = template.Config with { Experts = e, Seed = seed },
-                    Run = run,
-                    Quiet = true,
-                }, cancellationToken);
+                    if (earlier is not null && (earlier.Config != options.Config || earlier.Settings != options.Settings))
+                        throw new ArgumentException($"{options.Run} holds a run with another model or other settings than this sweep's; " +
+                            "resume with the options the sweep began with, or choose another --dir");
+                    if (File.Exists(summaryPath))
+                    {
+                        var kept = ReadSummary(summaryPath);
+                        if (kept.Experts != e || kept.Seed != seed || kept.Steps != template.Steps || kept.InProcess)
+                            throw new ArgumentException($"{summaryPath} is a run of {kept.Experts} experts, seed {kept.Seed}, {kept.Steps} steps" +
+                                $"{(kept.InProcess ? " in-process" : "")}; the sweep asks for {e}, seed {seed}, {template.Steps} on the cluster");
+                        runs[(e, seed)] = kept;
+                        console.MarkupLine($"[grey]kept {what}: validation {kept.Validation[^1].Loss:F4}, {kept.TokensPerSecond:N0} tokens/s ({Markup.Escape(options.Run)})[/]");
+                        continue;
+                    }
+                    if (earlier!.Step >= template.Steps)
+                    {
+                        // Killed between its last checkpoint and its summary: the model was not exported; train it again.
+                        console.MarkupLine($"[grey]{Markup.Escape(options.Run)} stopped after its last step but before its summary; training {what} again[/]");
+                        Directory.Delete(options.Run, recursive: true);
+                    }
+                    else
+                    {
+                        console.MarkupLine($"[grey]resuming {what} at step {earlier.Step} of {template.Steps} ({Markup.Escape(options.Run)})[/]");
+                        options = options with { Resume = true };
+                    }
+                }
+                var started = DateTime.UtcNow;
+                var summary = await LmTrainer.RunAsync(options, cancellationToken);
                 runs[(e, seed)] = summary;
                 console.MarkupLine($"[grey]  validation {summary.Validation[^1].Loss:F4}, {summary.TokensPerSecond:N0} tokens/s, {(DateTime.UtcNow - started).TotalSeconds:F0} s[/]");
             }
@@ -73,6 +103,19 @@ public static class LmSweep
         if (json) Console.WriteLine(System.Text.Json.JsonSerializer.Serialize(result, CliJson.Options));
         else Write(console, result);
         return result;
+    }
+
+    private static LmSummary ReadSummary(string path)
+    {
+        try
+        {
+            return System.Text.Json.JsonSerializer.Deserialize<LmSummary>(File.ReadAllText(path), CliJson.Options)
+                ?? throw new System.Text.Json.JsonException("null");
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new ArgumentException($"{path} is not the summary of a run ({e.Message}); remove its run directory to train it again", e);
+        }
     }
 
     private static double Median(double[] values)
