@@ -122,7 +122,7 @@ public sealed partial class RemoteMoeLayer
                 var generation = Interlocked.Read(ref recoveryGeneration);
                 try
                 {
-                    result = await Retry(() => gateway.Forward(id, payload, false, labels, Lost));
+                    result = await Retry(() => gateway.Forward(id, payload, false, labels, null, Lost));
                     break;
                 }
                 catch (Exception e) when (TransientFailures.IsStateLost(e))
@@ -161,7 +161,9 @@ public sealed partial class RemoteMoeLayer
             var generation = Interlocked.Read(ref recoveryGeneration);
             try
             {
-                var result = await gateway.Forward(entry.Id, entry.X, true, labels, Lost);
+                // With the router activation the step trains on: a forward that reaches its successor
+                // late (after a recovery replayed the batch) is refused there, not run twice.
+                var result = await gateway.Forward(entry.Id, entry.X, true, labels, routerEpoch, Lost);
                 entry.Epoch = result.Epoch;
                 if (routerEpoch is null || routerEpoch == result.Epoch)
                 {
@@ -363,7 +365,7 @@ public sealed partial class RemoteMoeLayer
             LastReplayedMicroBatches += forwards.Count;
             foreach (var batch in forwards)
             {
-                var result = await gateway.Forward(batch.Id, batch.X, true, null, Lost);
+                var result = await gateway.Forward(batch.Id, batch.X, true, null, routerEpoch, Lost);
                 batch.Epoch = result.Epoch;
                 batch.Replayed = result;
             }

@@ -13,7 +13,7 @@ public interface IMoeLayerGateway : IGrainWithStringKey
     /// <summary>Creates the layer from the client's gateway silo, where its router is then placed (see RouterGrain).</summary>
     Task<LayerStats> Create(LayerSpec spec, CancellationToken cancellationToken = default);
 
-    Task<LayerForwardResult> Forward(long batchId, TensorPayload x, bool train, TokenLabels? labels, CancellationToken cancellationToken = default);
+    Task<LayerForwardResult> Forward(long batchId, TensorPayload x, bool train, TokenLabels? labels, string? epoch = null, CancellationToken cancellationToken = default);
     Task<TensorPayload> Backward(long batchId, TensorPayload dy, double auxGrad, CancellationToken cancellationToken = default);
     Task<StepResult> Step(long stepId, string? epoch, CancellationToken cancellationToken = default);
     Task<long> Recover(CancellationToken cancellationToken = default);

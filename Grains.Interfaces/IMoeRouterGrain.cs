@@ -23,8 +23,13 @@ public interface IMoeRouterGrain : IGrainWithStringKey
     /// <summary>
     /// y for x = [T, d_model]. With <paramref name="train"/>, keeps what backward needs under <paramref name="batchId"/>.
     /// With <paramref name="labels"/>, counts them per expert for <see cref="GetSpecialization"/>.
+    /// <paramref name="epoch"/>: the router activation (<see cref="GetEpoch"/>) the caller trains
+    /// the step with; another one refuses a training forward with <see cref="RouterStateLostException"/>,
+    /// so that a forward sent to a router lost with its silo, and delivered to its successor after
+    /// the caller recovered and replayed the batch, cannot leave a second copy awaiting a backward.
+    /// Null skips the check.
     /// </summary>
-    Task<LayerForwardResult> Forward(long batchId, TensorPayload x, bool train, TokenLabels? labels = null);
+    Task<LayerForwardResult> Forward(long batchId, TensorPayload x, bool train, TokenLabels? labels = null, string? epoch = null);
 
     /// <summary>∂L/∂x for ∂L/∂y = <paramref name="dy"/> and ∂L/∂aux = <paramref name="auxGrad"/>; gradients accumulate until <see cref="Step"/>.</summary>
     Task<TensorPayload> Backward(long batchId, TensorPayload dy, double auxGrad);

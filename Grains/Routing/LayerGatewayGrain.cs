@@ -10,8 +10,8 @@ public sealed class LayerGatewayGrain : Grain, IMoeLayerGateway
 
     public Task<LayerStats> Create(LayerSpec spec, CancellationToken cancellationToken) => Router.Create(spec);
 
-    public Task<LayerForwardResult> Forward(long batchId, TensorPayload x, bool train, TokenLabels? labels, CancellationToken cancellationToken) =>
-        Router.Forward(batchId, x, train, labels);
+    public Task<LayerForwardResult> Forward(long batchId, TensorPayload x, bool train, TokenLabels? labels, string? epoch, CancellationToken cancellationToken) =>
+        Router.Forward(batchId, x, train, labels, epoch);
 
     public Task<TensorPayload> Backward(long batchId, TensorPayload dy, double auxGrad, CancellationToken cancellationToken) =>
         Router.Backward(batchId, dy, auxGrad);

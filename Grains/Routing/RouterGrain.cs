@@ -342,9 +342,13 @@ public sealed partial class RouterGrain(
         spec is not null && config is not null && router is not null ? (spec, config, router)
         : throw new InvalidOperationException($"layer \"{Layer}\" does not exist; create it first");
 
-    public async Task<LayerForwardResult> Forward(long batchId, TensorPayload x, bool train, TokenLabels? labels)
+    public async Task<LayerForwardResult> Forward(long batchId, TensorPayload x, bool train, TokenLabels? labels, string? epoch = null)
     {
         var (_, c, _) = Ready();
+        if (train && epoch is not null && epoch != this.epoch)
+            throw new RouterStateLostException(
+                $"the forward of batch {batchId} on layer \"{Layer}\" was sent to an activation of the router lost with its silo; " +
+                $"this one came back at version {version}, so the layer must recover and replay it");
         CheckPayload(x, c.DModel, "x");
         if (labels is not null) SpecializationTally.Check(labels, x.Shape[0]);
         if (!train) return await RunForward(batchId, x, train, labels);

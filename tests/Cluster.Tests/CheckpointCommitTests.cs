@@ -130,6 +130,29 @@ public class CheckpointCommitTests(SharedClusterFixture fixture)
     }
 
     [Fact]
+    public async Task A_training_forward_meant_for_a_router_activation_lost_with_its_silo_is_refused()
+    {
+        await fixture.Client.CreateLayerAsync("old-epoch", Spec);
+        var router = fixture.Cluster.Cluster.Client.GetGrain<IMoeRouterGrain>("old-epoch");
+        using var x = ones(5, Spec.DModel);
+        var xp = TensorWire.ToPayload(x);
+        var epoch = await router.GetEpoch();
+
+        // As a forward sent before the router's silo died, delivered to its successor after the
+        // client recovered: the client replays that batch itself.
+        var refused = await Assert.ThrowsAsync<RouterStateLostException>(() => router.Forward(3, xp, true, null, "lost-activation"));
+        Assert.Equal("the forward of batch 3 on layer \"old-epoch\" was sent to an activation of the router lost with its silo; " +
+            "this one came back at version 0, so the layer must recover and replay it", refused.Message);
+        Assert.Equal(0, (await router.GetStats()).PendingBatches);
+
+        // Inference keeps nothing, so any activation serves it; the current one trains.
+        await router.Forward(3, xp, false, null, "lost-activation");
+        Assert.Equal(epoch, (await router.Forward(3, xp, true, null, epoch)).Epoch);
+        Assert.Equal(1, (await router.GetStats()).PendingBatches);
+        await router.Discard(3);
+    }
+
+    [Fact]
     public async Task An_expert_refuses_calls_meant_for_another_version_of_its_state()
     {
         await fixture.Client.CreateLayerAsync("versions", Spec);
