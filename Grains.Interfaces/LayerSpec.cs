@@ -32,7 +32,10 @@ public sealed record LayerSpec
     [Id(16)] public long Seed { get; init; }
     /// <summary>Experts keep only their input and redo the forward in backward, trading a third more arithmetic for memory.</summary>
     [Id(17)] public bool RecomputeInBackward { get; init; }
-    /// <summary>How long a training forward waits for its backward before its saved state is freed.</summary>
+    /// <summary>
+    /// How long a training forward waits for its backward before its saved state is freed; also how
+    /// long an import that receives no part is kept before its staged parts are freed.
+    /// </summary>
     [Id(18)] public TimeSpan SavedForwardTimeout { get; init; } = TimeSpan.FromMinutes(10);
     /// <summary>
     /// Write a checkpoint of the router and every expert every this many steps (1: at every step).

@@ -22,6 +22,12 @@ internal sealed class WeightImportBuffer(Guid id, string owner)
 
     public Guid Id => id;
 
+    /// <summary>When the last part arrived (or the buffer was made): an import left without parts is freed after a while.</summary>
+    public DateTime LastWrite { get; private set; } = DateTime.UtcNow;
+
+    /// <summary>Bytes held for the weights that parts have arrived for.</summary>
+    public long StagedBytes => weights.Values.Sum(w => (long)w.Data.Length);
+
     public void Write(WeightInfo info, long offset, byte[] data)
     {
         if (info.ByteLength > Array.MaxLength)
@@ -48,6 +54,7 @@ internal sealed class WeightImportBuffer(Guid id, string owner)
             w.Parts.Add(offset, data.Length);
             w.Received += data.Length;
         }
+        LastWrite = DateTime.UtcNow;
         data.CopyTo(w.Data, offset);
     }
 

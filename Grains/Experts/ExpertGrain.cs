@@ -316,7 +316,15 @@ public sealed class ExpertGrain(
 
     private async Task ExpireSavedForwards()
     {
-        if (expert is null || spec is null || expert.PendingCount == 0) return;
+        if (expert is null || spec is null) return;
+        if (staged is { } abandoned && DateTime.UtcNow - abandoned.LastWrite > spec.SavedForwardTimeout)
+        {
+            // An import whose client went away: no part and no commit came within the timeout.
+            staged = null;
+            logger.LogWarning("Expert {Expert} freed the {Bytes} bytes staged for import {Import}: no part came within {Timeout} and it was not committed",
+                Name, abandoned.StagedBytes, abandoned.Id, spec.SavedForwardTimeout);
+        }
+        if (expert.PendingCount == 0) return;
         var e = expert; var timeout = spec.SavedForwardTimeout;
         var freed = await queue.RunAsync(() => e.DiscardOlderThan(timeout));
         if (freed > 0)
@@ -509,7 +517,7 @@ public sealed class ExpertGrain(
     }
 
     private WeightImportBuffer StagedImport(Guid importId) => staged?.Id == importId ? staged
-        : throw new InvalidOperationException($"expert {Name} holds no part of import {importId} (it was reactivated since, or a newer import began); begin the import again");
+        : throw new InvalidOperationException($"expert {Name} holds no part of import {importId} (it was reactivated since, a newer import began, or no part came within the layer's SavedForwardTimeout); begin the import again");
 
     /// <summary>The expert's parameters as the layer names them; shapes and dtypes need no compute queue to read.</summary>
     private WeightInfo[] OwnWeights() => Ready().Expert.Ffn.named_parameters()

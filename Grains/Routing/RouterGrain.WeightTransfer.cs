@@ -16,6 +16,8 @@ public sealed partial class RouterGrain
 {
     // The import whose parts are arriving, with the weights it brings by name.
     private (WeightImportBuffer Gate, Dictionary<string, WeightInfo> Weights)? importing;
+    // When the import began or its last part (for any weight) came through here.
+    private DateTime importTouched;
     // The last import committed, so that a repeated commit answers its version.
     private (Guid Id, long Version)? lastImport;
 
@@ -61,6 +63,7 @@ public sealed partial class RouterGrain
         if (importing is { } abandoned)
             logger.LogWarning("Layer {Layer}: import {New} begins; import {Old} is abandoned", Layer, importId, abandoned.Gate.Id);
         importing = (new WeightImportBuffer(importId, $"the router of layer \"{Layer}\""), byName);
+        importTouched = DateTime.UtcNow;
         logger.LogInformation("Layer {Layer}: import {Import} of {Count} weight tensors ({Bytes} bytes) begins",
             Layer, importId, byName.Count, byName.Values.Sum(w => w.ByteLength));
     }
@@ -69,9 +72,10 @@ public sealed partial class RouterGrain
     {
         Ready();
         if (importing is not { } current || current.Gate.Id != importId)
-            throw new InvalidOperationException($"import {importId} of layer \"{Layer}\" is not in progress; begin it first (a newer import, or a router that came back from its checkpoint, ends it)");
+            throw new InvalidOperationException($"import {importId} of layer \"{Layer}\" is not in progress; begin it first (a newer import, a router that came back from its checkpoint, or no part within the layer's SavedForwardTimeout ends it)");
         if (!current.Weights.TryGetValue(name, out var weight))
             throw new ArgumentException($"import {importId} of layer \"{Layer}\" does not bring \"{name}\"");
+        importTouched = DateTime.UtcNow;
         if (name == "gate") current.Gate.Write(weight, offset, data);
         else await ExpertHolding(name).StageImportPart(importId, weight, offset, data);
     }
@@ -83,7 +87,7 @@ public sealed partial class RouterGrain
         await EnsureReconciled();
         using var writing = await weights.WriteAsync();
         if (importing is not { } current || current.Gate.Id != importId)
-            throw new InvalidOperationException($"import {importId} of layer \"{Layer}\" is not in progress; begin it first (a newer import, or a router that came back from its checkpoint, ends it)");
+            throw new InvalidOperationException($"import {importId} of layer \"{Layer}\" is not in progress; begin it first (a newer import, a router that came back from its checkpoint, or no part within the layer's SavedForwardTimeout ends it)");
         if (pending.Count > 0)
             throw new InvalidOperationException($"layer \"{Layer}\" has {pending.Count} micro-batch(es) in flight; import weights at a step boundary");
         await CommitSettled();
@@ -110,6 +114,14 @@ public sealed partial class RouterGrain
         logger.LogInformation("Layer {Layer} imported {Count} weight tensors as version {Version} (import {Import})",
             Layer, current.Weights.Count, version, importId);
         return version;
+    }
+
+    /// <summary>Ends an import that no part reached within <paramref name="timeout"/> (its client went away); its experts free their own parts the same way.</summary>
+    private void ExpireImport(TimeSpan timeout)
+    {
+        if (importing is not { } abandoned || DateTime.UtcNow - importTouched <= timeout) return;
+        importing = null;
+        logger.LogWarning("Layer {Layer}: import {Import} ended: no part came within {Timeout} and it was not committed", Layer, abandoned.Gate.Id, timeout);
     }
 
     /// <summary>The gate and every expert's parameters, with shapes and dtypes.</summary>

@@ -765,7 +765,9 @@ public sealed partial class RouterGrain(
 
     private async Task ExpireBatches()
     {
-        if (spec is null || pending.Count == 0) return;
+        if (spec is null) return;
+        ExpireImport(spec.SavedForwardTimeout);
+        if (pending.Count == 0) return;
         var cutoff = DateTime.UtcNow - spec.SavedForwardTimeout;
         var expired = pending.Where(p => p.Value is not null && p.Value.SavedAt < cutoff).ToList();
         foreach (var (id, _) in expired)

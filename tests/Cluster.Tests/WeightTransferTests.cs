@@ -173,8 +173,41 @@ public class WeightTransferTests(SharedClusterFixture fixture, ITestOutputHelper
         var lacking = await Assert.ThrowsAsync<ArgumentException>(() => router.BeginImport(Guid.NewGuid(), manifest.Weights.Skip(1).ToArray()));
         Assert.Equal("the import lacks 1 weight(s) of layer \"transfer-missing\": gate", lacking.Message);
         var notBegun = await Assert.ThrowsAsync<InvalidOperationException>(() => router.WriteImportPart(Guid.Empty, "gate", 0, new byte[4]));
-        Assert.Equal($"import {Guid.Empty} of layer \"transfer-missing\" is not in progress; begin it first (a newer import, or a router that came back from its checkpoint, ends it)", notBegun.Message);
+        Assert.Equal($"import {Guid.Empty} of layer \"transfer-missing\" is not in progress; begin it first (a newer import, a router that came back from its checkpoint, or no part within the layer's SavedForwardTimeout ends it)", notBegun.Message);
         foreach (var w in new[] { before, after, zeroed }) DisposeAll(w);
+        await layer.DeleteAsync();
+    }
+
+    [Fact]
+    public async Task An_import_that_no_part_reaches_within_the_saved_forward_timeout_is_freed()
+    {
+        var layer = await fixture.Client.CreateLayerAsync("transfer-abandoned", Small with { SavedForwardTimeout = TimeSpan.FromSeconds(1) });
+        var router = fixture.Cluster.Cluster.Client.GetGrain<IMoeRouterGrain>("transfer-abandoned");
+        var expert = fixture.Cluster.Cluster.Client.GetGrain<IMoeExpertGrain>(1, "transfer-abandoned");
+        var manifest = await router.GetWeightManifest();
+        var import = Guid.NewGuid();
+        await router.BeginImport(import, manifest.Weights);
+        var w1 = manifest.Weights.Single(w => w.Name == "experts.1.w1");
+        await router.WriteImportPart(import, w1.Name, 0, new byte[w1.ByteLength]);
+        // The expert holds that part; its other weights have none yet.
+        var incomplete = await Assert.ThrowsAsync<InvalidOperationException>(() => expert.CheckImport(import));
+        Assert.StartsWith($"import {import}: expert transfer-abandoned/1 has no part of experts.1.", incomplete.Message);
+
+        // Its client went away: a second later (the timers run every 250 ms) both ends free it.
+        var freed = Stopwatch.StartNew();
+        InvalidOperationException? gone = null;
+        while (gone is null && freed.Elapsed < TimeSpan.FromSeconds(10))
+        {
+            await Task.Delay(100);
+            try { await expert.CheckImport(import); }
+            catch (InvalidOperationException e) when (e.Message.Contains("holds no part")) { gone = e; }
+            catch (InvalidOperationException) { } // not freed yet: still "has no part of experts.1.…"
+        }
+        Assert.NotNull(gone);
+        Assert.Equal($"expert transfer-abandoned/1 holds no part of import {import} (it was reactivated since, a newer import began, or no part came within the layer's SavedForwardTimeout); begin the import again", gone.Message);
+        var commit = await Assert.ThrowsAsync<InvalidOperationException>(() => router.CommitImport(import));
+        Assert.Equal($"import {import} of layer \"transfer-abandoned\" is not in progress; begin it first (a newer import, a router that came back from its checkpoint, or no part within the layer's SavedForwardTimeout ends it)", commit.Message);
+        Assert.Equal(0, (await router.GetWeightManifest()).Version);
         await layer.DeleteAsync();
     }
 }
