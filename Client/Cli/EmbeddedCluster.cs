@@ -40,6 +40,13 @@ public sealed class EmbeddedCluster : IAsyncDisposable
             // The store keys its checkpoints by cluster id: one that does not change from run to run.
             : new EmbeddedCluster("moe-embedded", Directory.CreateDirectory(store).FullName, ownsStore: false);
         var ports = LoopbackPorts.Free(2 * silos);
+        // The silos share this process's cores with each other and with the caller. Each silo's
+        // compute gets an even share of libtorch threads (one each for 2 silos on 2 cores), so the
+        // experts of both silos compute side by side without oversubscribing the cores; and the
+        // process-wide count that a silo sets is put back afterwards, so that the caller's own
+        // tensor work keeps libtorch's default. Measured with `lm bench` (README).
+        var share = Math.Max(1, Environment.ProcessorCount / silos);
+        var callerThreads = TorchSharp.torch.get_num_threads();
         try
         {
             for (int i = 0; i < silos; i++)
@@ -52,6 +59,7 @@ public sealed class EmbeddedCluster : IAsyncDisposable
                     PrimarySiloPort = ports[0],
                     Devices = "auto",
                     ExpertsPerDevice = expertsPerDevice,
+                    TorchThreads = share,
                     SiloName = $"embedded-{i}",
                     Store = cluster.Store,
                 }, logging: l => { });
@@ -63,6 +71,10 @@ public sealed class EmbeddedCluster : IAsyncDisposable
         {
             await cluster.DisposeAsync();
             throw;
+        }
+        finally
+        {
+            TorchSharp.torch.set_num_threads(callerThreads);
         }
         cluster.GatewayPorts = Enumerable.Range(0, silos).Select(i => ports[2 * i + 1]).ToArray();
         return cluster;

@@ -33,7 +33,7 @@ public static class ExpertDispatch
             if (a.Count == 0) continue;
             var output = outputs[e] ?? throw new ArgumentException($"expert {e} was sent {a.Count} tokens but returned no output");
             CheckRows(output, a.Count, dModel, $"output of expert {e}");
-            y.index_add_(0, a.TokenIndex(device), output.to(ScalarType.Float32, device).mul(a.GateColumn(device)), 1);
+            y.index_add_(0, a.TokenIndex(device), output.to(ScalarType.Float32, device).mul(a.GateColumn(device)), HeldScalars.One);
         }
         return y.MoveToOuterDisposeScope();
     }
@@ -82,7 +82,7 @@ public static class ExpertDispatch
             if (a.Count == 0) continue;
             var grad = inputGrads[e] ?? throw new ArgumentException($"expert {e} was sent {a.Count} gradient rows but returned no ∂x");
             CheckRows(grad, a.Count, dModel, $"∂x of expert {e}");
-            dx.index_add_(0, a.TokenIndex(device), grad.to(ScalarType.Float32, device), 1);
+            dx.index_add_(0, a.TokenIndex(device), grad.to(ScalarType.Float32, device), HeldScalars.One);
         }
         return dx.MoveToOuterDisposeScope();
     }

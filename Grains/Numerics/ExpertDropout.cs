@@ -22,7 +22,9 @@ public static class ExpertDropout
         if (!(p > 0 && p < 1)) throw new ArgumentException($"expert dropout rate is {p}; a mask needs 0 < p < 1");
         using var scope = NewDisposeScope();
         using var generator = new Generator((ulong)seed);
-        var kept = rand([rows, hidden], ScalarType.Float32, generator: generator).ge_(p);
-        return kept.mul_(1.0 / (1.0 - p)).to(dtype, device).MoveToOuterDisposeScope();
+        using var threshold = p.ToScalar(); // held: see HeldScalars
+        using var keptScale = (1.0 / (1.0 - p)).ToScalar();
+        var kept = rand([rows, hidden], ScalarType.Float32, generator: generator).ge_(threshold);
+        return kept.mul_(keptScale).to(dtype, device).MoveToOuterDisposeScope();
     }
 }

@@ -116,14 +116,17 @@ public sealed class ReferenceMoeLayer : Module
                 ? ExpertDropout.Mask(rows.shape[0], Config.DFF, Config.ExpertDropout, LayerSeeds.ExpertDropout(Seed, LayerName, step, batchId, ids[i]), Config.ComputeDType, Device)
                 : null;
             var output = active[i].Forward(x.index_select(0, rows).to(Config.ComputeDType), mask).to(ScalarType.Float32);
-            y = y.index_add(0, rows, output.mul(combine.index_select(0, rows).narrow(1, i, 1)), 1);
+            y = y.index_add(0, rows, output.mul(combine.index_select(0, rows).narrow(1, i, 1)), HeldScalars.One);
         }
 
         var rank0 = functional.one_hot(indices.select(1, 0), e);
         var share = rank0.to(ScalarType.Float32).mean([0]);
-        var loadBalancing = share.mul(probs.mean([0])).sum().mul(e);
+        using var expertCount = e.ToScalar(); // held: see HeldScalars
+        using var auxWeight = Config.AuxLossWeight.ToScalar();
+        using var zWeight = Config.ZLossWeight.ToScalar();
+        var loadBalancing = share.mul(probs.mean([0])).sum().mul(expertCount);
         var zLoss = lse.square().mean();
-        var aux = loadBalancing.mul(Config.AuxLossWeight).add(zLoss.mul(Config.ZLossWeight));
+        var aux = loadBalancing.mul(auxWeight).add(zLoss.mul(zWeight));
 
         var routed = chosen.sum([0]).cpu().data<long>().ToArray();
         var assigned = functional.one_hot(indices, e).sum([0, 1]).cpu().data<long>().ToArray();

@@ -85,8 +85,10 @@ public sealed class TopKRouter : IDisposable
         var gateOf = gates.cpu().data<float>().ToArray();
         var (plan, stats, admitted) = Admit(tokens, experts, k, capacity, expertOf, gateOf);
 
-        var rank0 = tensor(stats.Rank0, device: Device).to(ScalarType.Float32).div_(tokens);
-        var loadBalancing = rank0.mul(probs.mean([0])).sum().mul_(experts).item<float>();
+        using var tokenCount = tokens.ToScalar(); // held: see HeldScalars
+        using var expertCount = experts.ToScalar();
+        var rank0 = tensor(stats.Rank0, device: Device).to(ScalarType.Float32).div_(tokenCount);
+        var loadBalancing = rank0.mul(probs.mean([0])).sum().mul_(expertCount).item<float>();
         var zLoss = lse.square().mean().item<float>();
         var aux = Config.AuxLossWeight * loadBalancing + Config.ZLossWeight * zLoss;
 
@@ -136,11 +138,17 @@ public sealed class TopKRouter : IDisposable
         var dProbs = zeros_like(s.Probs).scatter_(1, s.Indices, dValues);
         // L_aux = E Σ_e f_e P_e with P_e = mean_t p[t, e]: ∂/∂p[t, e] = E f_e / T.
         if (Config.AuxLossWeight != 0)
-            dProbs.add_(s.Rank0Share.mul(auxGrad * Config.AuxLossWeight * Config.NumExperts / tokens));
+        {
+            using var auxScale = (auxGrad * Config.AuxLossWeight * Config.NumExperts / tokens).ToScalar(); // held: see HeldScalars
+            dProbs.add_(s.Rank0Share.mul(auxScale));
+        }
         // Softmax backward, then L_z = mean_t lse_t²: ∂/∂logits[t, e] = 2 lse_t p[t, e] / T.
         var dLogits = s.Probs.mul(dProbs.sub(dProbs.mul(s.Probs).sum(1, keepdim: true)));
         if (Config.ZLossWeight != 0)
-            dLogits.add_(s.Probs.mul(s.LogSumExp.unsqueeze(1)).mul_(auxGrad * Config.ZLossWeight * 2.0 / tokens));
+        {
+            using var zScale = (auxGrad * Config.ZLossWeight * 2.0 / tokens).ToScalar();
+            dLogits.add_(s.Probs.mul(s.LogSumExp.unsqueeze(1)).mul_(zScale));
+        }
 
         AccumulateGateGrad(s.RouterInput.t().matmul(dLogits));
         var dx = dLogits.matmul(GateWeight.t());

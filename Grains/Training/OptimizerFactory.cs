@@ -44,10 +44,11 @@ public static class OptimizerFactory
         if (scale != 1.0)
         {
             using var noGrad = no_grad();
+            using var factor = scale.ToScalar(); // held: see HeldScalars
             foreach (var p in parameters)
             {
                 using var grad = p.grad;
-                grad?.mul_(scale);
+                grad?.mul_(factor);
             }
         }
         optimizer.step();

@@ -15,6 +15,9 @@ public sealed class OtlpReceiver : IAsyncDisposable
     private readonly HttpListener listener = new();
     private readonly ConcurrentQueue<(string Path, string ContentType, byte[] Body)> requests = new();
     private readonly Task loop;
+    // The request being read, aborted when the receiver stops: HttpListener's Close does not
+    // always end a body read that is waiting for bytes (one CI run waited on it for good).
+    private volatile HttpListenerContext? current;
 
     public OtlpReceiver(int port)
     {
@@ -39,6 +42,8 @@ public sealed class OtlpReceiver : IAsyncDisposable
             HttpListenerContext context;
             try { context = await listener.GetContextAsync(); }
             catch (Exception e) when (e is HttpListenerException or ObjectDisposedException or InvalidOperationException) { return; }
+            current = context;
+            if (!listener.IsListening) context.Response.Abort(); // stopped while this request was being accepted
             try
             {
                 using var body = new MemoryStream();
@@ -56,6 +61,10 @@ public sealed class OtlpReceiver : IAsyncDisposable
                 // went away mid-request: that request is lost, which is what a collector does.
                 context.Response.Abort();
             }
+            finally
+            {
+                current = null;
+            }
         }
     }
 
@@ -64,7 +73,8 @@ public sealed class OtlpReceiver : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         listener.Stop();
+        try { current?.Response.Abort(); } catch (ObjectDisposedException) { } // its connection closes, so its read ends
         listener.Close();
-        await loop;
+        await loop.WaitAsync(TimeSpan.FromSeconds(30)); // a receiver that cannot stop fails its test rather than hanging the suite
     }
 }

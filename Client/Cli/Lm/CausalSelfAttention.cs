@@ -11,10 +11,17 @@ public sealed class CausalSelfAttention : Module<Tensor, Tensor>
     private readonly Linear qkv;
     private readonly Linear proj;
     private readonly int heads;
+    // Scalars held for the module's life. TorchSharp turns a number passed to an operation into a
+    // Scalar that only its finalizer frees, and nothing keeps it alive during the native call: a
+    // GC then can free it while masked_fill (which copies the scores first) has yet to read it,
+    // which failed a 2000-step run with "Expected false to be true" from c10 Scalar::toFloat.
+    private readonly Scalar headScale;
+    private static readonly Scalar Masked = float.NegativeInfinity.ToScalar();
 
     public CausalSelfAttention(int dModel, int heads) : base(nameof(CausalSelfAttention))
     {
         this.heads = heads;
+        headScale = Math.Sqrt(dModel / heads).ToScalar();
         qkv = Linear(dModel, 3 * dModel);
         proj = Linear(dModel, dModel);
         RegisterComponents();
@@ -25,10 +32,16 @@ public sealed class CausalSelfAttention : Module<Tensor, Tensor>
         long b = x.shape[0], t = x.shape[1], d = x.shape[2], hd = d / heads;
         var parts = qkv.forward(x).view(b, t, 3, heads, hd).permute(2, 0, 3, 1, 4); // [3, B, H, T, hd]
         var (q, k, v) = (parts[0], parts[1], parts[2]);
-        var scores = q.matmul(k.transpose(-2, -1)).div(Math.Sqrt(hd));
+        var scores = q.matmul(k.transpose(-2, -1)).div(headScale);
         var future = ones(t, t, ScalarType.Bool, x.device).triu(1);
-        var weights = functional.softmax(scores.masked_fill(future, float.NegativeInfinity), -1);
+        var weights = functional.softmax(scores.masked_fill(future, Masked), -1);
         var mixed = weights.matmul(v).transpose(1, 2).reshape(b, t, d);
         return proj.forward(mixed);
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) headScale.Dispose();
+        base.Dispose(disposing);
     }
 }

@@ -21,6 +21,9 @@ public static class LmSampler
         var bytes = new List<byte>(prompt);
         model.eval();
         using var noGrad = no_grad();
+        // Held as variables, not passed as numbers: see CausalSelfAttention on TorchSharp's Scalars.
+        using var scale = temperature.ToScalar();
+        using var masked = float.NegativeInfinity.ToScalar();
         for (int i = 0; i < count; i++)
         {
             using var scope = NewDisposeScope();
@@ -30,11 +33,11 @@ public static class LmSampler
             if (temperature == 0) next = logits.argmax().item<long>();
             else
             {
-                var scaled = logits.div(temperature);
+                var scaled = logits.div(scale);
                 if (topK > 0 && topK < LmConfig.Vocabulary)
                 {
                     var kth = scaled.topk(topK).values[-1];
-                    scaled = scaled.masked_fill(scaled.lt(kth), float.NegativeInfinity);
+                    scaled = scaled.masked_fill(scaled.lt(kth), masked);
                 }
                 next = multinomial(nn.functional.softmax(scaled, 0), 1, generator: generator).item<long>();
             }
