@@ -88,6 +88,14 @@ public interface IMoeRouterGrain : IGrainWithStringKey
     Task<long> CommitImport(Guid importId);
 
     /// <summary>
+    /// Whether import <paramref name="importId"/> is still in progress here: an expert whose staged
+    /// parts have waited long asks before it frees them (its own parts may have come long before
+    /// the rest of a large import).
+    /// </summary>
+    [AlwaysInterleave]
+    Task<bool> IsImporting(Guid importId);
+
+    /// <summary>
     /// Sets what the next steps train and how fast (see <see cref="TrainingControls"/>), at a step
     /// boundary: refused while a training micro-batch is in flight. Kept in the router's checkpoints.
     /// </summary>

@@ -25,6 +25,9 @@ internal sealed class WeightImportBuffer(Guid id, string owner)
     /// <summary>When the last part arrived (or the buffer was made): an import left without parts is freed after a while.</summary>
     public DateTime LastWrite { get; private set; } = DateTime.UtcNow;
 
+    /// <summary>Counts the import as alive now, as if a part had come.</summary>
+    public void Touch() => LastWrite = DateTime.UtcNow;
+
     /// <summary>Bytes held for the weights that parts have arrived for.</summary>
     public long StagedBytes => weights.Values.Sum(w => (long)w.Data.Length);
 

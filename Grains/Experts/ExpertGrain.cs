@@ -317,12 +317,24 @@ public sealed class ExpertGrain(
     private async Task ExpireSavedForwards()
     {
         if (expert is null || spec is null) return;
-        if (staged is { } abandoned && DateTime.UtcNow - abandoned.LastWrite > spec.SavedForwardTimeout)
+        if (staged is { } waiting && DateTime.UtcNow - waiting.LastWrite > spec.SavedForwardTimeout)
         {
-            // An import whose client went away: no part and no commit came within the timeout.
-            staged = null;
-            logger.LogWarning("Expert {Expert} freed the {Bytes} bytes staged for import {Import}: no part came within {Timeout} and it was not committed",
-                Name, abandoned.StagedBytes, abandoned.Id, spec.SavedForwardTimeout);
+            // No part for a while: this expert's parts may just have come early in a large import,
+            // so the router, which sees every part, says whether the import goes on.
+            bool goesOn;
+            try { goesOn = await GrainFactory.GetGrain<IMoeRouterGrain>(layer).IsImporting(waiting.Id); }
+            catch (Exception error)
+            {
+                goesOn = true; // the router is out of reach for now: ask again at the next tick
+                logger.LogDebug("Expert {Expert} could not ask its router about import {Import}: {Error}", Name, waiting.Id, error.Message);
+            }
+            if (goesOn) waiting.Touch();
+            else if (staged == waiting)
+            {
+                staged = null;
+                logger.LogWarning("Expert {Expert} freed the {Bytes} bytes staged for import {Import}: it was not committed and its router no longer has it",
+                    Name, waiting.StagedBytes, waiting.Id);
+            }
         }
         if (expert.PendingCount == 0) return;
         var e = expert; var timeout = spec.SavedForwardTimeout;

@@ -116,7 +116,9 @@ public sealed partial class RouterGrain
         return version;
     }
 
-    /// <summary>Ends an import that no part reached within <paramref name="timeout"/> (its client went away); its experts free their own parts the same way.</summary>
+    public Task<bool> IsImporting(Guid importId) => Task.FromResult(importing?.Gate.Id == importId);
+
+    /// <summary>Ends an import that no part reached within <paramref name="timeout"/> (its client went away); its experts then free their parts.</summary>
     private void ExpireImport(TimeSpan timeout)
     {
         if (importing is not { } abandoned || DateTime.UtcNow - importTouched <= timeout) return;
