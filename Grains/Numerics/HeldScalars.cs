@@ -14,4 +14,7 @@ public static class HeldScalars
 {
     /// <summary>The alpha of index_add_ when the source is added as it is.</summary>
     public static readonly Scalar One = 1.ToScalar();
+
+    /// <summary>What masked positions are filled with before a softmax.</summary>
+    public static readonly Scalar NegativeInfinity = float.NegativeInfinity.ToScalar();
 }

@@ -16,8 +16,6 @@ public sealed partial class RouterGrain
 {
     // The import whose parts are arriving, with the weights it brings by name.
     private (WeightImportBuffer Gate, Dictionary<string, WeightInfo> Weights)? importing;
-    // When the import began or its last part (for any weight) came through here.
-    private DateTime importTouched;
     // The last import committed, so that a repeated commit answers its version.
     private (Guid Id, long Version)? lastImport;
 
@@ -63,7 +61,6 @@ public sealed partial class RouterGrain
         if (importing is { } abandoned)
             logger.LogWarning("Layer {Layer}: import {New} begins; import {Old} is abandoned", Layer, importId, abandoned.Gate.Id);
         importing = (new WeightImportBuffer(importId, $"the router of layer \"{Layer}\""), byName);
-        importTouched = DateTime.UtcNow;
         logger.LogInformation("Layer {Layer}: import {Import} of {Count} weight tensors ({Bytes} bytes) begins",
             Layer, importId, byName.Count, byName.Values.Sum(w => w.ByteLength));
     }
@@ -75,7 +72,7 @@ public sealed partial class RouterGrain
             throw new InvalidOperationException($"import {importId} of layer \"{Layer}\" is not in progress; begin it first (a newer import, a router that came back from its checkpoint, or no part within the layer's SavedForwardTimeout ends it)");
         if (!current.Weights.TryGetValue(name, out var weight))
             throw new ArgumentException($"import {importId} of layer \"{Layer}\" does not bring \"{name}\"");
-        importTouched = DateTime.UtcNow;
+        current.Gate.Touch(); // the router's buffer dates the import's last part, the experts' included
         if (name == "gate") current.Gate.Write(weight, offset, data);
         else await ExpertHolding(name).StageImportPart(importId, weight, offset, data);
     }
@@ -121,7 +118,7 @@ public sealed partial class RouterGrain
     /// <summary>Ends an import that no part reached within <paramref name="timeout"/> (its client went away); its experts then free their parts.</summary>
     private void ExpireImport(TimeSpan timeout)
     {
-        if (importing is not { } abandoned || DateTime.UtcNow - importTouched <= timeout) return;
+        if (importing is not { } abandoned || DateTime.UtcNow - abandoned.Gate.LastWrite <= timeout) return;
         importing = null;
         logger.LogWarning("Layer {Layer}: import {Import} ended: no part came within {Timeout} and it was not committed", Layer, abandoned.Gate.Id, timeout);
     }

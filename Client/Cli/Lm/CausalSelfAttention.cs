@@ -1,3 +1,4 @@
+using MoeCluster.Grains.Numerics;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -11,12 +12,8 @@ public sealed class CausalSelfAttention : Module<Tensor, Tensor>
     private readonly Linear qkv;
     private readonly Linear proj;
     private readonly int heads;
-    // Scalars held for the module's life. TorchSharp turns a number passed to an operation into a
-    // Scalar that only its finalizer frees, and nothing keeps it alive during the native call: a
-    // GC then can free it while masked_fill (which copies the scores first) has yet to read it,
-    // which failed a 2000-step run with "Expected false to be true" from c10 Scalar::toFloat.
+    // Held for the module's life, not passed as a number (see HeldScalars).
     private readonly Scalar headScale;
-    private static readonly Scalar Masked = float.NegativeInfinity.ToScalar();
 
     public CausalSelfAttention(int dModel, int heads) : base(nameof(CausalSelfAttention))
     {
@@ -34,7 +31,7 @@ public sealed class CausalSelfAttention : Module<Tensor, Tensor>
         var (q, k, v) = (parts[0], parts[1], parts[2]);
         var scores = q.matmul(k.transpose(-2, -1)).div(headScale);
         var future = ones(t, t, ScalarType.Bool, x.device).triu(1);
-        var weights = functional.softmax(scores.masked_fill(future, Masked), -1);
+        var weights = functional.softmax(scores.masked_fill(future, HeldScalars.NegativeInfinity), -1);
         var mixed = weights.matmul(v).transpose(1, 2).reshape(b, t, d);
         return proj.forward(mixed);
     }

@@ -1,4 +1,5 @@
 using System.Text;
+using MoeCluster.Grains.Numerics;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -21,9 +22,7 @@ public static class LmSampler
         var bytes = new List<byte>(prompt);
         model.eval();
         using var noGrad = no_grad();
-        // Held as variables, not passed as numbers: see CausalSelfAttention on TorchSharp's Scalars.
-        using var scale = temperature.ToScalar();
-        using var masked = float.NegativeInfinity.ToScalar();
+        using var scale = temperature.ToScalar(); // held, not passed as a number: see HeldScalars
         for (int i = 0; i < count; i++)
         {
             using var scope = NewDisposeScope();
@@ -37,7 +36,7 @@ public static class LmSampler
                 if (topK > 0 && topK < LmConfig.Vocabulary)
                 {
                     var kth = scaled.topk(topK).values[-1];
-                    scaled = scaled.masked_fill(scaled.lt(kth), masked);
+                    scaled = scaled.masked_fill(scaled.lt(kth), HeldScalars.NegativeInfinity);
                 }
                 next = multinomial(nn.functional.softmax(scaled, 0), 1, generator: generator).item<long>();
             }
