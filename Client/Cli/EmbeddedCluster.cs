@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using MoeCluster.Hosting;
 
@@ -5,8 +6,9 @@ namespace MoeCluster.Cli;
 
 /// <summary>
 /// Silos hosted inside this process on free loopback ports, joined by localhost membership: the
-/// cluster of <c>./moe demo</c> when no <c>--cluster</c> is given. The SDK still reaches them
-/// through their gateways, as it would reach remote silos.
+/// cluster of <c>./moe demo</c> when no <c>--cluster</c> is given. The demo's SDK reaches them
+/// through their gateways, as it would reach remote silos; the LM trainer calls through the
+/// first silo's own client (<see cref="CoHostedClient"/>).
 /// </summary>
 public sealed class EmbeddedCluster : IAsyncDisposable
 {
@@ -26,6 +28,14 @@ public sealed class EmbeddedCluster : IAsyncDisposable
     public string Store { get; }
     public int[] GatewayPorts { get; private set; } = [];
     public int SiloCount => hosts.Count;
+
+    /// <summary>
+    /// The first silo's co-hosted Orleans client: its calls reach grains of that silo without a
+    /// connection or a copy (payloads are immutable) and the other silos as grains do. The layers
+    /// a client creates through it get their routers there (<c>PreferLocalPlacement</c>).
+    /// </summary>
+    public IClusterClient CoHostedClient => hosts.Count > 0 ? hosts[0].Services.GetRequiredService<IClusterClient>()
+        : throw new InvalidOperationException("the embedded cluster has no silo");
 
     /// <summary>
     /// Starts the silos. With <paramref name="store"/>, checkpoints go to that directory and stay

@@ -272,8 +272,29 @@ public class LmCommandTests(ITestOutputHelper output)
             bench.GetProperty("cluster_over_in_process").GetDouble(), 9);
     }
 
+    [Fact]
+    public async Task Through_the_co_hosted_client_or_the_gateways_the_embedded_cluster_trains_the_same_model()
+    {
+        var root = Directory.CreateTempSubdirectory("moe-lm-client-").FullName;
+        try
+        {
+            string co = Path.Combine(root, "co-hosted"), tcp = Path.Combine(root, "gateways");
+            var viaClient = await RunJson(Train(co, 20));
+            var viaGateways = await RunJson(Train(tcp, 20, "--via-gateways"));
+            Assert.Equal(Validation(viaClient), Validation(viaGateways));
+            Assert.True(File.ReadAllBytes(Path.Combine(co, "model.safetensors")).AsSpan()
+                .SequenceEqual(File.ReadAllBytes(Path.Combine(tcp, "model.safetensors"))), "the two runs exported different models");
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
     [Theory]
     [InlineData("lm train --experts 1 --steps 5", "moe: --experts is 1; expected 0 (dense) or at least 2")]
+    [InlineData("lm train --in-process --via-gateways --steps 5", "moe: --via-gateways is for the embedded cluster's MoE layers; this run has no MoE layers on a cluster")]
+    [InlineData("lm train --cluster localhost --gateway-port 1 --via-gateways --steps 5", "moe: --via-gateways is for the embedded cluster's MoE layers; with --cluster the trainer always connects through the gateways")]
     [InlineData("lm train --steps 20000 --batch 8", "moe: --steps is 20000; with --batch 8 and --context 128 one epoch of the training text (18,078 windows) allows 1 to 2259 steps")]
     [InlineData("lm train --d-model 30 --heads 4", "moe: --d-model 30 with --heads 4: expected d_model a positive multiple of heads")]
     [InlineData("lm generate --model /nonexistent/model.safetensors --prompt hi", "moe: model file /nonexistent/model.safetensors does not exist; expected the model.safetensors that ./moe lm train writes into its run directory")]

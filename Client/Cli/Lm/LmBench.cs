@@ -60,7 +60,7 @@ public static class LmBench
                 }
             LmBenchRow Row(string name, LmSession s) =>
                 new(name, timed[s].Steps, timed[s].Steps * s.TokensPerStep, timed[s].Seconds, timed[s].Steps * s.TokensPerStep / timed[s].Seconds);
-            var rows = new[] { Row("in-process MoE layers", local), Row($"MoE layers on {template.Silos} embedded silo(s)", cluster) };
+            var rows = new[] { Row("in-process MoE layers", local), Row($"MoE layers on {template.Silos} embedded silo(s){(template.ViaGateways ? ", via gateways" : "")}", cluster) };
             var ratio = rows[1].TokensPerSecond / rows[0].TokensPerSecond;
             var summary = new LmBenchSummary(rows, ratio, Target, ratio >= Target);
             if (json) Console.WriteLine(System.Text.Json.JsonSerializer.Serialize(summary, CliJson.Options));

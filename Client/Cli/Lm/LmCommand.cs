@@ -22,12 +22,13 @@ public static class LmCommand
         var resume = new Option<bool>("--resume") { Description = "Continue the run in --run from its checkpoint (its model and settings)" };
         var inProcess = new Option<bool>("--in-process") { Description = "Compute the MoE layers in this process instead of on a cluster" };
         var json = new Option<bool>("--json") { Description = "Print only a JSON summary on stdout" };
+        var viaGateways = ViaGatewaysOption();
         var connection = new ClusterConnection(embeddedByDefault: true);
         var command = new Command("train", "Trains the model with a progress bar, a validation loss every --eval-every steps and a checkpoint every " +
             "--checkpoint-every; writes model.safetensors, loss.png and summary.json into --run.\n\n" +
             "Example: ./moe lm train --steps 2000 --experts 8 --run runs/e8\n" +
             "Resume after a crash: ./moe lm train --run runs/e8 --resume\n" + ExitCodes.Help)
-        { steps, experts, seed, run, resume, inProcess, json };
+        { steps, experts, seed, run, resume, inProcess, json, viaGateways };
         model.AddTo(command);
         connection.AddTo(command);
         command.SetAction(async (parse, cancel) =>
@@ -38,6 +39,7 @@ public static class LmCommand
                 Resume = parse.GetValue(resume),
                 Json = parse.GetValue(json),
                 Cluster = parse.GetValue(connection.Cluster) is not null ? connection.Options(parse) : null,
+                ViaGateways = parse.GetValue(viaGateways),
             }, cancel);
             return ExitCodes.Ok;
         });
@@ -114,6 +116,11 @@ public static class LmCommand
         return command;
     }
 
+    private static Option<bool> ViaGatewaysOption() => new("--via-gateways")
+    {
+        Description = "Reach the embedded silos through their gateways (loopback TCP, as remote silos) instead of the first silo's co-hosted client",
+    };
+
     private static Command Bench()
     {
         var model = new LmModelOptions();
@@ -121,13 +128,14 @@ public static class LmCommand
         var rounds = new Option<int>("--rounds") { Description = "Timed rounds per setup, alternating (after one warm-up round each)", DefaultValueFactory = _ => 3 };
         var perRound = new Option<int>("--steps-per-round") { Description = "Training steps per round", DefaultValueFactory = _ => 10 };
         var json = new Option<bool>("--json") { Description = "Print only a JSON summary on stdout" };
+        var viaGateways = ViaGatewaysOption();
         var command = new Command("bench", "Training tokens/s of the model with its MoE layers on an embedded cluster against the same layers computed in this process, in one run.\n\n" +
             "Example: ./moe lm bench --experts 8 --rounds 3 --steps-per-round 10\n" + ExitCodes.Help)
-        { experts, rounds, perRound, json };
+        { experts, rounds, perRound, json, viaGateways };
         model.AddTo(command);
         command.SetAction(async (parse, cancel) =>
         {
-            var template = model.Options(parse, parse.GetValue(experts), 1, 1, inProcess: false);
+            var template = model.Options(parse, parse.GetValue(experts), 1, 1, inProcess: false) with { ViaGateways = parse.GetValue(viaGateways) };
             var summary = await LmBench.RunAsync(template, parse.GetValue(rounds), parse.GetValue(perRound), parse.GetValue(json), cancel);
             return ExitCodes.Ok;
         });

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using MoeCluster.Client;
+using MoeCluster.Grains.Compute;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -15,6 +16,10 @@ public sealed class LmSession : IAsyncDisposable
     private readonly EmbeddedCluster? embedded;
     private readonly MoeClusterClient? client;
     private readonly optim.Optimizer optimizer;
+    // The model's forward and backward block their thread for every call to the cluster (the
+    // autograd engine is synchronous). On a thread of their own they leave the thread pool,
+    // which Orleans' messages and the embedded silos run on, whole.
+    private readonly ComputeQueue trainer;
 
     private LmSession(LmTrainOptions options, FortuneText text, EmbeddedCluster? embedded, MoeClusterClient? client,
         SwitchLm model, Dictionary<string, RemoteMoeLayer> layers)
@@ -27,6 +32,7 @@ public sealed class LmSession : IAsyncDisposable
         Layers = layers;
         optimizer = optim.AdamW(model.parameters(), Settings.LearningRate, Settings.Optimizer.Beta1, Settings.Optimizer.Beta2,
             Settings.Optimizer.Epsilon, Settings.Optimizer.WeightDecay);
+        trainer = new ComputeQueue("lm-trainer", options.Threads ?? 0);
     }
 
     public LmTrainOptions Options { get; }
@@ -64,6 +70,9 @@ public sealed class LmSession : IAsyncDisposable
             throw new ArgumentException($"{options.Run} already holds a run (its {LmCheckpoint.FileName}); pass --resume to continue it, or choose another --run directory");
         var config = options.Config.Validate();
         var settings = options.Settings.Validate();
+        if (options.ViaGateways && (options.Cluster is not null || settings.InProcess || config.Experts == 0))
+            throw new ArgumentException("--via-gateways is for the embedded cluster's MoE layers; " +
+                (options.Cluster is not null ? "with --cluster the trainer always connects through the gateways" : "this run has no MoE layers on a cluster"));
         if (options.Threads is { } threads)
         {
             if (threads < 1) throw new ArgumentException($"--threads is {threads}; expected at least 1");
@@ -85,17 +94,21 @@ public sealed class LmSession : IAsyncDisposable
         {
             if (moeBlocks.Count > 0 && !settings.InProcess)
             {
-                MoeClientOptions connect;
-                if (options.Cluster is { } external) connect = external;
+                if (options.Cluster is { } external) client = await MoeClusterClient.ConnectAsync(external, cancellationToken);
                 else
                 {
                     var experts = config.Experts * moeBlocks.Count;
                     log($"starting {options.Silos} silo(s) in this process for {experts} experts, checkpoints in {Path.Combine(options.Run, "store")}");
                     embedded = await EmbeddedCluster.StartAsync(options.Silos, (experts + options.Silos - 1) / options.Silos, cancellationToken,
                         store: Path.Combine(options.Run, "store"));
-                    connect = new MoeClientOptions { ClusterId = embedded.ClusterId, GatewayPorts = embedded.GatewayPorts };
+                    // The silos run in this process: calls through the first one's own client skip a
+                    // loopback connection and two copies of every activation (see `./moe lm bench --via-gateways`).
+                    client = options.ViaGateways
+                        ? await MoeClusterClient.ConnectAsync(new MoeClientOptions { ClusterId = embedded.ClusterId, GatewayPorts = embedded.GatewayPorts }, cancellationToken)
+                        : MoeClusterClient.FromClusterClient(embedded.CoHostedClient);
+                    log(options.ViaGateways ? $"calling the silos through their gateways (ports {string.Join(", ", embedded.GatewayPorts)})"
+                        : "calling the silos through the first silo's co-hosted client");
                 }
-                client = await MoeClusterClient.ConnectAsync(connect, cancellationToken);
                 foreach (var block in moeBlocks)
                 {
                     var name = LayerName(settings, block);
@@ -158,18 +171,22 @@ public sealed class LmSession : IAsyncDisposable
     {
         var step = Step + 1;
         var watch = Stopwatch.StartNew();
-        Model.train();
-        double loss;
-        using (var scope = NewDisposeScope())
+        var loss = await trainer.RunAsync(() =>
         {
-            var (inputs, targets) = Text.TrainBatch(step, Settings.Batch);
-            var logits = Model.forward(inputs);
-            var ce = nn.functional.cross_entropy(logits.view(-1, LmConfig.Vocabulary), targets.view(-1));
-            loss = ce.item<float>();
-            ce.add(Model.AuxLoss()).backward();
-        }
-        optimizer.step();
-        optimizer.zero_grad();
+            Model.train();
+            double loss;
+            using (var scope = NewDisposeScope())
+            {
+                var (inputs, targets) = Text.TrainBatch(step, Settings.Batch);
+                var logits = Model.forward(inputs);
+                var ce = nn.functional.cross_entropy(logits.view(-1, LmConfig.Vocabulary), targets.view(-1));
+                loss = ce.item<float>();
+                ce.add(Model.AuxLoss()).backward();
+            }
+            optimizer.step();
+            optimizer.zero_grad();
+            return loss;
+        });
         await Task.WhenAll(Layers.Values.Select(l => l.StepAsync(step)));
         Step = step;
         History.Train.Add(loss);
@@ -178,9 +195,9 @@ public sealed class LmSession : IAsyncDisposable
     }
 
     /// <summary>The mean next-byte cross-entropy over the validation windows, in eval mode (eval capacity, nothing saved).</summary>
-    public double Evaluate()
+    public async Task<double> EvaluateAsync()
     {
-        var loss = ValidationLoss(Model, Text, Settings.EvalWindows, Settings.Batch);
+        var loss = await trainer.RunAsync(() => ValidationLoss(Model, Text, Settings.EvalWindows, Settings.Batch));
         History.Validation.Add(new LmValidationPoint(Step, loss));
         return loss;
     }
@@ -224,6 +241,7 @@ public sealed class LmSession : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        trainer.Dispose();
         optimizer.Dispose();
         Model.Dispose();
         if (client is not null)

@@ -51,6 +51,11 @@ public sealed record LmTrainOptions
     public int Silos { get; init; } = 2;
     /// <summary>Train against this running cluster instead of starting one in-process.</summary>
     public MoeClientOptions? Cluster { get; init; }
+    /// <summary>
+    /// With the embedded cluster: connect through the silos' gateways (loopback TCP, as to
+    /// remote silos) instead of calling through the first silo's co-hosted client.
+    /// </summary>
+    public bool ViaGateways { get; init; }
     /// <summary>libtorch's threads in this process (null: its default); 1 makes runs repeat bit for bit.</summary>
     public int? Threads { get; init; }
     public string TextDirectory { get; init; } = FortuneText.DefaultDirectory;

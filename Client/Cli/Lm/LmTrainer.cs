@@ -43,7 +43,7 @@ public static class LmTrainer
         {
             cancellationToken.ThrowIfCancellationRequested();
             await session.TrainStepAsync();
-            if (session.Step % session.Settings.EvalEvery == 0 || session.Step == options.Steps) session.Evaluate();
+            if (session.Step % session.Settings.EvalEvery == 0 || session.Step == options.Steps) await session.EvaluateAsync();
             if (session.Step % session.Settings.CheckpointEvery == 0) await session.WriteCheckpointAsync();
         }
 
