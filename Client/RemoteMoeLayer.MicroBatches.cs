@@ -72,20 +72,29 @@ public sealed partial class RemoteMoeLayer
     /// whole before any is sent. If one fails after others ran, their gradients have accumulated:
     /// the failure is thrown, and the next step throws it too, so that no step uses a partial gradient.
     /// </summary>
-    public async Task<Tensor> BackwardMicroBatchesAsync(MicroBatchedForward forward, Tensor dy, double auxGrad = 1.0)
+    public Task<Tensor> BackwardMicroBatchesAsync(MicroBatchedForward forward, Tensor dy, double auxGrad = 1.0)
     {
         ArgumentNullException.ThrowIfNull(forward);
+        return BackwardMicroBatchesAsync(forward.BatchIds, forward.Rows, dy, auxGrad);
+    }
+
+    /// <summary>
+    /// The same for the micro-batches' ids and row counts alone: what <see cref="RemoteMoeModule"/>
+    /// keeps for its backward (keeping y there would keep the autograd graph alive for good).
+    /// </summary>
+    internal async Task<Tensor> BackwardMicroBatchesAsync(long[] batchIds, long[] batchRows, Tensor dy, double auxGrad)
+    {
         ArgumentNullException.ThrowIfNull(dy);
-        var rows = forward.Rows.Sum();
+        var rows = batchRows.Sum();
         if (dy.dim() != 2 || dy.shape[0] != rows || dy.shape[1] != Spec.DModel)
             throw new ArgumentException($"dy has shape [{string.Join(", ", dy.shape)}]; expected [{rows}, {Spec.DModel}] like the forward's y", nameof(dy));
-        if (forward.BatchIds.Length == 1) return await BackwardAsync(forward.BatchIds[0], dy, auxGrad);
-        guard.Check(dy, nameof(dy), Name, Spec, forward.Rows.Max());
+        if (batchIds.Length == 1) return await BackwardAsync(batchIds[0], dy, auxGrad);
+        guard.Check(dy, nameof(dy), Name, Spec, batchRows.Max());
         CheckAuxGrad(auxGrad);
-        var share = auxGrad / forward.BatchIds.Length;
-        var starts = forward.Rows.Select((_, i) => forward.Rows.Take(i).Sum()).ToArray();
-        var views = forward.Rows.Select((rows, i) => dy.narrow(0, starts[i], rows)).ToArray();
-        var calls = views.Select((v, i) => BackwardCheckedAsync(forward.BatchIds[i], v, share)).ToArray();
+        var share = auxGrad / batchIds.Length;
+        var starts = batchRows.Select((_, i) => batchRows.Take(i).Sum()).ToArray();
+        var views = batchRows.Select((rows, i) => dy.narrow(0, starts[i], rows)).ToArray();
+        var calls = views.Select((v, i) => BackwardCheckedAsync(batchIds[i], v, share)).ToArray();
         try
         {
             await Task.WhenAll(calls);
@@ -96,7 +105,7 @@ public sealed partial class RemoteMoeLayer
             if (calls.Any(c => c.IsCompletedSuccessfully))
             {
                 var failed = Array.FindIndex(calls, c => !c.IsCompletedSuccessfully);
-                RecordBackwardFailure(forward.BatchIds[failed], e);
+                RecordBackwardFailure(batchIds[failed], e);
             }
             throw;
         }

@@ -69,6 +69,48 @@ public class SoakTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// The trainer's side: a model whose layer is a <see cref="RemoteMoeModule"/>, trained with
+    /// <c>loss.backward()</c>, holds no more tensors after 150 more steps (the silos are other
+    /// processes, so this process's count is the trainer's alone). Before the fix the module's
+    /// autograd context kept each forward's y, and with it TorchSharp's node of that step: one
+    /// y-sized tensor per step, for good.
+    /// </summary>
+    [Fact]
+    public async Task A_model_trained_through_the_remote_module_keeps_no_tensor_per_step()
+    {
+        await using var cluster = await ProcessCluster.StartAsync(silos: 1, "--devices cpu --experts-per-device 4 --threads 1");
+        await using var client = await cluster.Connect();
+        var layer = await client.CreateLayerAsync("module-soak", new LayerSpec { DModel = 16, DFF = 32, NumExperts = 4, TopK = 1, Seed = 4 });
+        using var module = new RemoteMoeModule(layer);
+        using var generator = new Generator(5);
+        using var w = randn(16, 16, generator: generator).requires_grad_(true);
+        using var x = randn(32, 16, generator: generator);
+        long warm = 0;
+        for (int step = 1; step <= 200; step++)
+        {
+            using (var scope = NewDisposeScope())
+            {
+                var y = module.forward(x.matmul(w));
+                y.square().mean().add(module.AuxLoss!).backward();
+            }
+            w.grad!.zero_();
+            await layer.StepAsync();
+            if (step == 50) warm = CountTensorsAfterCollection();
+        }
+        var end = CountTensorsAfterCollection();
+        output.WriteLine($"live TorchSharp tensors of the trainer after step 50 → 200: {warm} → {end}");
+        Assert.True(end <= warm + 2, $"the trainer went from {warm} to {end} live tensors in 150 steps");
+    }
+
+    private static long CountTensorsAfterCollection()
+    {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        return torch.Tensor.TotalCount;
+    }
+
+    /// <summary>
     /// Each silo's live tensor count after a full garbage collection (every grain's tensors in its
     /// process), asked of the layer's router and of one expert per silo.
     /// </summary>
