@@ -260,12 +260,15 @@ public class LmCommandTests(ITestOutputHelper output)
         }
     }
 
-    [Fact]
-    public async Task The_benchmark_times_the_cluster_against_in_process_layers_in_one_run()
+    [Theory]
+    [InlineData("", "MoE layers on 2 embedded silo(s)")]
+    [InlineData("--via-gateways", "MoE layers on 2 embedded silo(s), via gateways")]
+    public async Task The_benchmark_times_the_cluster_against_in_process_layers_in_one_run(string more, string clusterSetup)
     {
-        var bench = await RunJson($"lm bench {Tiny} --experts 2 --rounds 1 --steps-per-round 3 --json");
+        var bench = await RunJson($"lm bench {Tiny} --experts 2 --rounds 1 --steps-per-round 3 --json {more}");
         var rows = bench.GetProperty("rows").EnumerateArray().ToArray();
         Assert.Equal(2, rows.Length);
+        Assert.Equal(["in-process MoE layers", clusterSetup], rows.Select(r => r.GetProperty("setup").GetString()));
         Assert.All(rows, r => Assert.Equal(3, r.GetProperty("steps").GetInt64()));
         Assert.All(rows, r => Assert.True(r.GetProperty("tokens_per_second").GetDouble() > 0));
         Assert.Equal(rows[1].GetProperty("tokens_per_second").GetDouble() / rows[0].GetProperty("tokens_per_second").GetDouble(),

@@ -41,7 +41,7 @@ public static class LmBench
             await using var cluster = await LmSession.StartAsync(template with { Steps = steps, Run = Path.Combine(root, "cluster") }, Log, cancellationToken);
             await using var local = await LmSession.StartAsync(template with
             {
-                Steps = steps, Run = Path.Combine(root, "in-process"), Settings = template.Settings with { InProcess = true },
+                Steps = steps, Run = Path.Combine(root, "in-process"), Settings = template.Settings with { InProcess = true }, ViaGateways = false,
             }, Log, cancellationToken);
             var timed = new Dictionary<LmSession, (long Steps, double Seconds)> { [cluster] = (0, 0), [local] = (0, 0) };
             for (int round = 0; round <= rounds; round++)
