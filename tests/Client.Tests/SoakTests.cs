@@ -10,7 +10,8 @@ namespace MoeCluster.Client.Tests;
 /// 2,000 training steps against two silo processes: their resident memory and live TorchSharp
 /// tensor count stay flat after warm-up (a leaked tensor per step would show), nothing stays
 /// pending or kept (saved forwards, pending batches, kept answers), and the checkpoint store keeps
-/// two versions per key.
+/// two versions per key. And the trainer's side: a model trained through <see cref="RemoteMoeModule"/>
+/// keeps no tensor per step.
 /// </summary>
 public class SoakTests(ITestOutputHelper output)
 {
