@@ -36,6 +36,9 @@ public sealed class MoeTestCluster : IAsyncDisposable
             ExpertWorkers = expertWorkers,
             Store = store,
         }).AddIncomingGrainCallFilter<CallHold>());
+        // The SDK's own response timeout (MoeClientOptions), not Orleans' 30 s: what a user's client gets.
+        builder.ConfigureClient(client => client.Configure<Orleans.Configuration.ClientMessagingOptions>(
+            o => o.ResponseTimeout = new MoeClientOptions().ResponseTimeout));
         var cluster = builder.Build();
         await cluster.DeployAsync();
         var result = new MoeTestCluster(cluster, store);

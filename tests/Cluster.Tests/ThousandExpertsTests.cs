@@ -10,7 +10,11 @@ namespace MoeCluster.Cluster.Tests;
 /// The top of the expert-count range (2 to 1000 and a little beyond): a layer of 1,024 small
 /// experts on a 2-silo cluster is created, trains 5 steps and reports its stats. It prints the
 /// time to activate all of them (README, Elasticity).
+/// It starts a cluster of its own but runs in the shared cluster's collection, so not beside the
+/// 304 MiB layer of <see cref="WeightTransferTests"/>: each wants both cores of a CI machine, and
+/// together the big layer's creation once took over the client's response timeout.
 /// </summary>
+[Collection(SharedClusterCollection.Name)]
 public class ThousandExpertsTests(ITestOutputHelper output)
 {
     [Fact]
