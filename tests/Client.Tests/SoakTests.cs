@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using MoeCluster.Grains.Telemetry;
 using TorchSharp;
 using Xunit;
 using Xunit.Abstractions;
@@ -96,19 +97,11 @@ public class SoakTests(ITestOutputHelper output)
             }
             w.grad!.zero_();
             await layer.StepAsync();
-            if (step == 50) warm = CountTensorsAfterCollection();
+            if (step == 50) warm = LiveTensors.CountAfterCollection();
         }
-        var end = CountTensorsAfterCollection();
+        var end = LiveTensors.CountAfterCollection();
         output.WriteLine($"live TorchSharp tensors of the trainer after step 50 → 200: {warm} → {end}");
         Assert.True(end <= warm + 2, $"the trainer went from {warm} to {end} live tensors in 150 steps");
-    }
-
-    private static long CountTensorsAfterCollection()
-    {
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        GC.Collect();
-        return torch.Tensor.TotalCount;
     }
 
     /// <summary>
